@@ -1,0 +1,7 @@
+"""``python -m fitmm`` is the ``fitmm`` command."""
+
+import sys
+
+from fitmm.interfaces.cli import main
+
+sys.exit(main())

@@ -1,0 +1,68 @@
+"""Batched full-ranking evaluation over all items."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from fitmm.evaluation.metrics import CUTOFFS, ranking_metrics, top_k
+
+ScoreFunction = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvaluationResult:
+    """Per-user metrics for the evaluated users (in ``users`` order) and their means."""
+
+    users: np.ndarray
+    per_user: dict[str, np.ndarray]
+
+    def means(self) -> dict[str, float]:
+        return {name: float(values.mean()) for name, values in self.per_user.items()}
+
+
+def _rows_and_columns(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    block = matrix[rows]
+    row_index = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
+    return torch.from_numpy(row_index), torch.from_numpy(block.indices.astype(np.int64))
+
+
+def evaluate(
+    score_users: ScoreFunction,
+    users: np.ndarray,
+    truth: sp.csr_matrix,
+    exclude: Sequence[sp.csr_matrix],
+    cutoffs: tuple[int, ...] = CUTOFFS,
+    batch_size: int = 4096,
+) -> EvaluationResult:
+    """Rank all items for ``users`` and score the rankings against ``truth``.
+
+    ``score_users(user_ids)`` returns a (len(user_ids) × n_items) score tensor. Items a user has in
+    any matrix of ``exclude`` get score −∞ before ranking. Users without truth must not be passed.
+    """
+    n_truth_all = np.diff(truth.indptr)
+    if (n_truth_all[users] == 0).any():
+        raise ValueError("evaluate() was given users with no truth items")
+    depth = max(cutoffs)
+    per_user_batches: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        scores = score_users(torch.from_numpy(batch)).detach().to("cpu", torch.float32).clone()
+        if torch.isnan(scores).any():
+            raise FloatingPointError("the model produced NaN scores; training has diverged")
+        for matrix in exclude:
+            rows, columns = _rows_and_columns(matrix, batch)
+            scores[rows, columns] = -torch.inf
+        ranked = top_k(scores, depth)
+        is_truth = torch.zeros(scores.shape, dtype=torch.bool)
+        rows, columns = _rows_and_columns(truth, batch)
+        is_truth[rows, columns] = True
+        hits = is_truth.gather(1, ranked)
+        per_user_batches.append(ranking_metrics(hits, torch.from_numpy(n_truth_all[batch]), cutoffs))
+    names = per_user_batches[0].keys() if per_user_batches else []
+    per_user = {name: torch.cat([b[name] for b in per_user_batches]).numpy() for name in names}
+    return EvaluationResult(users=np.asarray(users), per_user=per_user)

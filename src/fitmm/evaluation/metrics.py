@@ -1,0 +1,58 @@
+"""Top-K selection with the protocol's tie rule, and the ranking metrics, vectorised over users."""
+
+from __future__ import annotations
+
+import torch
+
+CUTOFFS = (5, 10, 20, 50)
+METRICS = ("recall", "ndcg", "precision", "map", "hit")
+
+
+def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k best items per row, best first; equal scores rank the lower item ID first.
+
+    ``torch.topk`` alone does not fix the order of ties, so it only supplies each row's k-th
+    largest value; the selection and the order are then made exact: every item above that value,
+    plus the lowest-ID items equal to it until k are taken, sorted stably by descending score.
+    """
+    n_rows, n_items = scores.shape
+    k = min(k, n_items)
+    threshold = torch.topk(scores, k, dim=1).values[:, -1:]
+    above = scores > threshold
+    equal = scores == threshold
+    still_needed = k - above.sum(dim=1, keepdim=True)
+    selected = above | (equal & (torch.cumsum(equal, dim=1) <= still_needed))
+    candidates = selected.nonzero()[:, 1].view(n_rows, k)  # ascending item ID within each row
+    order = torch.sort(scores.gather(1, candidates), dim=1, descending=True, stable=True).indices
+    return candidates.gather(1, order)
+
+
+def ranking_metrics(
+    hits: torch.Tensor, n_truth: torch.Tensor, cutoffs: tuple[int, ...] = CUTOFFS
+) -> dict[str, torch.Tensor]:
+    """Per-user metrics from a (users × max cutoff) hit matrix of the ranked lists.
+
+    ``hits[u, r]`` says whether the item at rank r+1 is in user u's truth; ``n_truth[u]`` is the
+    size of that truth (> 0). Returns ``{"recall@K": tensor(users), ...}`` in float64.
+    """
+    hits = hits.to(torch.float64)
+    n_truth = n_truth.to(torch.float64)
+    depth = hits.shape[1]
+    ranks = torch.arange(1, depth + 1, dtype=torch.float64, device=hits.device)
+    discounts = 1.0 / torch.log2(ranks + 1.0)
+    cumulative_hits = torch.cumsum(hits, dim=1)
+    dcg = torch.cumsum(hits * discounts, dim=1)
+    ideal_ranks = torch.arange(1, max(cutoffs) + 1, dtype=torch.float64, device=hits.device)
+    ideal_dcg = torch.cumsum(1.0 / torch.log2(ideal_ranks + 1.0), dim=0)
+    precision_sum = torch.cumsum(hits * cumulative_hits / ranks, dim=1)
+    out = {}
+    for k in cutoffs:
+        column = min(k, depth) - 1
+        found = cumulative_hits[:, column]
+        best_possible = torch.clamp(n_truth, max=k)
+        out[f"recall@{k}"] = found / n_truth
+        out[f"ndcg@{k}"] = dcg[:, column] / ideal_dcg[best_possible.long() - 1]
+        out[f"precision@{k}"] = found / k
+        out[f"map@{k}"] = precision_sum[:, column] / best_possible
+        out[f"hit@{k}"] = (found > 0).to(torch.float64)
+    return out

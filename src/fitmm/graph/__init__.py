@@ -1,0 +1,1 @@
+"""Graph and spectral operations: pure tensor functions shared by every model."""

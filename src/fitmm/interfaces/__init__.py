@@ -1,0 +1,1 @@
+"""Interfaces: the Python API, the command line and the HTTP server."""

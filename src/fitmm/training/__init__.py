@@ -1,0 +1,1 @@
+"""Training: configuration, negative sampling, the training loop with early stopping."""

@@ -1,0 +1,86 @@
+"""Settings: shared training defaults + a model's YAML defaults + a user file + ``key=value`` overrides.
+
+Later sources override earlier ones; a key that no default defines is an error, so a typo never
+silently does nothing. Every value actually used is recorded in ``result.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from fitmm.errors import InputError
+from fitmm.models import get_model_class
+
+TRAINING_KEYS = (
+    "seed", "epochs", "batch_size", "learning_rate", "lr_decay", "patience", "valid_metric",
+    "eval_batch_size", "exclude_valid", "checkpoint_every", "device",
+)
+
+
+def _read_packaged_yaml(name: str) -> dict:
+    text = resources.files("fitmm.models").joinpath("configs", f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def default_config(model: str) -> dict:
+    """The shared training defaults overlaid with the model's own defaults."""
+    get_model_class(model)  # unknown model → clear error
+    config = _read_packaged_yaml("training")
+    config.update(_read_packaged_yaml(model))
+    return config
+
+
+def parse_overrides(assignments: list[str]) -> dict:
+    """``["lr=0.01", "n_layers=3"]`` → dict; values are parsed as YAML scalars or lists."""
+    overrides = {}
+    for assignment in assignments:
+        key, separator, value = assignment.partition("=")
+        if not separator or not key.strip():
+            raise InputError(f"--set '{assignment}': expected key=value")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--set '{assignment}': the value is not valid YAML") from None
+    return overrides
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the configuration file ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}{where}: not valid YAML") from None
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise InputError(f"{path}: expected a mapping of setting names to values")
+    return content
+
+
+def resolve_config(model: str, config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Every setting for one run of ``model``, with unknown keys rejected."""
+    config = default_config(model)
+    for source, values in ((str(config_file), read_config_file(config_file) if config_file else {}),
+                           ("--set", overrides or {})):
+        unknown = sorted(set(values) - set(config))
+        if unknown:
+            raise InputError(
+                f"{source}: unknown setting(s) {', '.join(unknown)} for model '{model}'; "
+                f"known: {', '.join(sorted(config))}"
+            )
+        config.update(values)
+    return config
+
+
+def model_hyperparameters(model: str, config: dict) -> dict:
+    """The part of ``config`` that the model's constructor takes."""
+    parameters = inspect.signature(get_model_class(model).__init__).parameters
+    return {key: config[key] for key in parameters if key not in ("self", "dataset")}
