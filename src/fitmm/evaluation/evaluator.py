@@ -31,6 +31,16 @@ def _rows_and_columns(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Te
     return torch.from_numpy(row_index), torch.from_numpy(block.indices.astype(np.int64))
 
 
+def _membership(matrix: sp.csr_matrix, rows: np.ndarray, ranked: torch.Tensor) -> torch.Tensor:
+    """Whether ``ranked[r, j]`` is among the columns of ``matrix`` row ``rows[r]`` (no dense mask)."""
+    row_index, columns = _rows_and_columns(matrix, rows)
+    n_columns = matrix.shape[1]
+    known = torch.sort(row_index * n_columns + columns).values
+    keys = torch.arange(len(rows)).unsqueeze(1) * n_columns + ranked
+    position = torch.searchsorted(known, keys).clamp(max=max(len(known) - 1, 0))
+    return known[position] == keys
+
+
 def evaluate(
     score_users: ScoreFunction,
     users: np.ndarray,
@@ -58,10 +68,7 @@ def evaluate(
             rows, columns = _rows_and_columns(matrix, batch)
             scores[rows, columns] = -torch.inf
         ranked = top_k(scores, depth)
-        is_truth = torch.zeros(scores.shape, dtype=torch.bool)
-        rows, columns = _rows_and_columns(truth, batch)
-        is_truth[rows, columns] = True
-        hits = is_truth.gather(1, ranked)
+        hits = _membership(truth, batch, ranked)
         per_user_batches.append(ranking_metrics(hits, torch.from_numpy(n_truth_all[batch]), cutoffs))
     names = per_user_batches[0].keys() if per_user_batches else []
     per_user = {name: torch.cat([b[name] for b in per_user_batches]).numpy() for name in names}

@@ -11,18 +11,26 @@ METRICS = ("recall", "ndcg", "precision", "map", "hit")
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best items per row, best first; equal scores rank the lower item ID first.
 
-    ``torch.topk`` alone does not fix the order of ties, so it only supplies each row's k-th
-    largest value; the selection and the order are then made exact: every item above that value,
-    plus the lowest-ID items equal to it until k are taken, sorted stably by descending score.
+    ``torch.topk`` alone does not fix which of several equal scores it keeps, nor their order.
+    Where no tie straddles the k-th place its set is right; in the rows where one does, the set is
+    rebuilt: every item above the k-th value, plus the lowest-ID items equal to it until k are
+    taken. Each set is then sorted stably by descending score from ascending item ID.
     """
-    n_rows, n_items = scores.shape
-    k = min(k, n_items)
-    threshold = torch.topk(scores, k, dim=1).values[:, -1:]
-    above = scores > threshold
-    equal = scores == threshold
-    still_needed = k - above.sum(dim=1, keepdim=True)
-    selected = above | (equal & (torch.cumsum(equal, dim=1) <= still_needed))
-    candidates = selected.nonzero()[:, 1].view(n_rows, k)  # ascending item ID within each row
+    k = min(k, scores.shape[1])
+    values, indices = torch.topk(scores, k, dim=1)
+    candidates = torch.sort(indices, dim=1).values
+    threshold = values[:, -1:]
+    n_equal_in_top = (values == threshold).sum(dim=1)
+    straddling = torch.count_nonzero(scores == threshold, dim=1) > n_equal_in_top
+    if straddling.any():
+        rows = straddling.nonzero().squeeze(1)
+        tied_scores, tied_threshold = scores[rows], threshold[rows]
+        equal = tied_scores == tied_threshold
+        rank_among_equal = torch.cumsum(equal, dim=1, dtype=torch.int32)
+        selected = (tied_scores > tied_threshold) | (
+            equal & (rank_among_equal <= n_equal_in_top[rows].unsqueeze(1))
+        )
+        candidates[rows] = selected.nonzero()[:, 1].view(len(rows), k)  # ascending item ID per row
     order = torch.sort(scores.gather(1, candidates), dim=1, descending=True, stable=True).indices
     return candidates.gather(1, order)
 

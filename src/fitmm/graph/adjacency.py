@@ -27,6 +27,22 @@ def scipy_to_torch(matrix: sp.spmatrix) -> torch.Tensor:
         )
 
 
+def to_csr(matrix: torch.Tensor) -> torch.Tensor:
+    """A torch sparse matrix (any layout) as a CSR tensor with sorted column indices."""
+    coo = matrix.to_sparse_coo().coalesce() if matrix.layout != torch.sparse_coo else matrix.coalesce()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return coo.to_sparse_csr()
+
+
+def sparse_transpose(matrix: torch.Tensor) -> torch.Tensor:
+    """The transpose of a torch sparse matrix as CSR (for ``sparse_mm``'s backward)."""
+    coo = matrix.to_sparse_coo().coalesce() if matrix.layout != torch.sparse_coo else matrix.coalesce()
+    flipped = torch.sparse_coo_tensor(coo.indices().flip(0), coo.values(), coo.shape[::-1],
+                                      check_invariants=False)
+    return to_csr(flipped)
+
+
 def bipartite_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
     """A = [[0, R], [Rᵀ, 0]] for the binary U×I training matrix R."""
     binary = sp.csr_matrix(train, dtype=np.float32)

@@ -15,9 +15,10 @@ EXIT_BAD_INPUT = 2
 def _train(args: argparse.Namespace) -> int:
     from fitmm.interfaces.api import train
 
+    overrides = args.set + ([f"preset={args.preset}"] if args.preset else [])
     result = train(
         args.model, args.dataset, args.out, seed=args.seed, epochs=args.epochs,
-        config_file=args.config, overrides=args.set, device=args.device,
+        config_file=args.config, overrides=overrides, device=args.device,
         resume=args.resume, progress=not args.quiet,
     )
     test = result["test"]
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="run directory to write")
     train.add_argument("--seed", type=int, help="random seed (default 999)")
     train.add_argument("--epochs", type=int, help="maximum number of epochs")
+    train.add_argument("--preset", help="a named bundle of model settings, e.g. --preset paper for FITMM")
     train.add_argument("--config", help="YAML file of settings overriding the model's defaults")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting (repeatable), e.g. --set learning_rate=0.0005")
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(func=_models)
+
     return parser
 
 

@@ -16,14 +16,24 @@ from fitmm.errors import InputError
 from fitmm.models import get_model_class
 
 TRAINING_KEYS = (
-    "seed", "epochs", "batch_size", "learning_rate", "lr_decay", "patience", "valid_metric",
+    "preset", "seed", "epochs", "batch_size", "learning_rate", "lr_decay", "patience", "valid_metric",
     "eval_batch_size", "exclude_valid", "checkpoint_every", "device",
 )
 
 
+def _configs():
+    return resources.files("fitmm.models").joinpath("configs")
+
+
 def _read_packaged_yaml(name: str) -> dict:
-    text = resources.files("fitmm.models").joinpath("configs", f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    return yaml.safe_load(_configs().joinpath(f"{name}.yaml").read_text()) or {}
+
+
+def presets(model: str) -> list[str]:
+    """The named presets of ``model`` (files ``configs/<model>.<preset>.yaml``)."""
+    prefix = f"{model}."
+    return sorted(entry.name[len(prefix):-len(".yaml")] for entry in _configs().iterdir()
+                  if entry.name.startswith(prefix) and entry.name.endswith(".yaml"))
 
 
 def default_config(model: str) -> dict:
@@ -66,10 +76,21 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def resolve_config(model: str, config_file: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Every setting for one run of ``model``, with unknown keys rejected."""
+    """Every setting for one run of ``model``, with unknown keys rejected.
+
+    Order of precedence, lowest first: shared training defaults, the model's defaults, the preset
+    (named by ``preset`` in the file or the overrides), the configuration file, the overrides.
+    """
     config = default_config(model)
-    for source, values in ((str(config_file), read_config_file(config_file) if config_file else {}),
-                           ("--set", overrides or {})):
+    from_file = read_config_file(config_file) if config_file else {}
+    overrides = overrides or {}
+    preset = overrides.get("preset", from_file.get("preset"))
+    if preset is not None:
+        if preset not in presets(model):
+            known = ", ".join(presets(model)) or "none"
+            raise InputError(f"unknown preset '{preset}' for model '{model}'; available: {known}")
+        config.update(_read_packaged_yaml(f"{model}.{preset}"))
+    for source, values in ((str(config_file), from_file), ("--set", overrides)):
         unknown = sorted(set(values) - set(config))
         if unknown:
             raise InputError(

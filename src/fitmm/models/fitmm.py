@@ -1,0 +1,380 @@
+"""FITMM: frequency-aware multimodal recommendation with information-theoretic regularisation.
+
+Yang et al., "FITMM: Adaptive Frequency-Aware Multimodal Recommendation via Information-Theoretic
+Representation Learning", ACM Multimedia 2025, pp. 6193–6202. Implemented from FITMM.md
+(section numbers below refer to it):
+
+1. one LightGCN-style encoder per modality (ID, image, text): users have a free preference matrix,
+   items their ID table or their raw content through a two-layer MLP; layer 0 is row-normalised and
+   the encoder output is the sum of layers 0..L (§1); user rows are weighted per modality;
+2. a graph-enhanced view: items mixed over a frozen content kNN graph (binary top-k, image weight
+   λ), users their layer-0 preferences, optionally mixed over a user–user content graph (§2);
+3. each view is split, per modality, into ``n_bands`` orthogonal spectral bands from the d×d Gram
+   matrix (``fitmm.graph.spectral``), and the two views are added band by band (§3–4);
+4. a residual task-adaptive gate per side, g(x) = 1 + s·σ(Wx + b) ("positive") or 1 + s·tanh(·)
+   ("dual"), and learnable band weights ω = σ(θ) combine the bands (§5);
+5. the losses: BCE (authors) or BPR; the authors' gate IB surrogate or the band-allocation IB term
+   (``fitmm.graph.bottleneck``, which shuts weak bands off); the within-band cross-modal
+   consistency loss or the authors' band-to-band variant, with the uniformity term (§6–8).
+
+Missing content: an item whose mask says it has no content in a modality gets the mean of the real
+rows as that modality's raw input (``fitmm.models.content``), no content kNN edges but a self-loop,
+and no influence on other items' neighbourhoods. Absent modalities are skipped: FITMM runs with
+one content modality, or with IDs alone.
+
+The uniformity term is computed on the batch's distinct rows weighted by their multiplicity,
+which equals the authors' computation over all batch rows, duplicates included, at a fraction of
+the cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from itertools import combinations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fitmm.data.dataset import Dataset
+from fitmm.errors import InputError
+from fitmm.graph.adjacency import (
+    layer_sum, scipy_to_torch, sparse_mm, sparse_transpose, symmetric_normalized, to_csr,
+)
+from fitmm.graph.bottleneck import band_allocation_gains, band_ib_lagrangian, band_snr, gate_ib_surrogate
+from fitmm.graph.knn import knn_graph, mix_graphs
+from fitmm.graph.spectral import modality_band_decompose
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.content import content_features, register_features
+from fitmm.models.losses import bpr_loss
+from fitmm.models.registry import register
+
+log = logging.getLogger(__name__)
+
+CONTENT_MODALITIES = ("image", "text")
+SNR_MOMENTUM = 0.9
+
+
+def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, image_weight: float,
+                   mask_placeholders: bool) -> torch.Tensor:
+    """S = λ·S_image + (1−λ)·S_text over the content modalities present (either alone if only one)."""
+    graphs = {
+        name: knn_graph(table, k, mask=mask if mask_placeholders else None, weighting="binary")
+        for name, (table, mask) in features.items()
+    }
+    if len(graphs) == 2:
+        return to_csr(mix_graphs(graphs["image"], graphs["text"], image_weight))
+    return to_csr(next(iter(graphs.values())))
+
+
+def _uniformity(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the row-softmax of Z Zᵀ (temperature 1) against the uniform target.
+
+    ``rows[index]`` are the batch's rows; duplicates are computed once and weighted by their count,
+    which gives exactly mean_b [logsumexp_b'(z_b·z_b') − mean_b'(z_b·z_b')].
+    """
+    distinct, inverse = torch.unique(index, return_inverse=True)
+    counts = torch.bincount(inverse, minlength=distinct.numel()).to(rows.dtype)
+    z = rows[distinct]
+    similarities = z @ z.T
+    batch = counts.sum()
+    log_partition = torch.logsumexp(similarities + counts.log(), dim=1)
+    mean_similarity = similarities @ counts / batch
+    return ((log_partition - mean_similarity) * counts).sum() / batch
+
+
+def _squared_cosine_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (1.0 - F.cosine_similarity(a, b, dim=-1)).square().mean()
+
+
+@register("fitmm")
+class FITMM(Recommender):
+    """FITMM: orthogonal spectral bands per modality, residual task-adaptive gate, IB regularisation."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        embedding_size: int,
+        n_layers: int,
+        n_bands: int,
+        content_modalities: list[str],
+        hidden_size: int,
+        freeze_features: bool,
+        mask_placeholders: bool,
+        item_graph: bool,
+        knn_k: int,
+        image_weight: float,
+        mm_layers: int,
+        user_graph_k: int,
+        gate_direction: str,
+        gate_scale_init: float,
+        rec_loss: str,
+        ib: str,
+        ib_weight: float,
+        ib_alpha: float,
+        ib_mu: float,
+        ib_threshold: float,
+        ib_beta: float,
+        ib_warmup_epochs: int,
+        consistency: str,
+        consistency_weight: float,
+        uniformity: bool,
+    ) -> None:
+        super().__init__(dataset)
+        for name, value, allowed in (
+            ("gate_direction", gate_direction, ("positive", "dual", "none")),
+            ("rec_loss", rec_loss, ("bce", "bpr")),
+            ("ib", ib, ("surrogate", "allocation", "none")),
+            ("consistency", consistency, ("cross_modal", "band_to_band", "none")),
+        ):
+            if value not in allowed:
+                raise InputError(f"fitmm: {name} must be one of {', '.join(allowed)}, got '{value}'")
+        unknown = set(content_modalities) - set(CONTENT_MODALITIES)
+        if unknown:
+            raise InputError(f"fitmm: unknown content modality {sorted(unknown)[0]}; choose from image, text")
+        if ib == "surrogate" and gate_direction == "none":
+            raise InputError("fitmm: the IB surrogate regularises the gate; with gate_direction none use ib: none")
+        self.d = embedding_size
+        self.n_layers = n_layers
+        self.n_bands = n_bands
+        self.mm_layers = mm_layers
+        self.gate_direction = gate_direction
+        self.rec_loss = rec_loss
+        self.ib = ib
+        self.ib_weight = ib_weight
+        self.ib_alpha, self.ib_mu, self.ib_threshold, self.ib_beta = ib_alpha, ib_mu, ib_threshold, ib_beta
+        self.ib_warmup_epochs = ib_warmup_epochs
+        self.consistency = consistency
+        self.consistency_weight = consistency_weight
+        self.uniformity = uniformity
+
+        present = [m for m in content_modalities if m in dataset.modalities]
+        for missing in sorted(set(content_modalities) - set(present)):
+            log.warning("fitmm: dataset '%s' has no %s features; training without that modality",
+                        dataset.name, missing)
+        self.modalities = ["id", *present]
+        n_modalities = len(self.modalities)
+
+        self.user_preference = nn.Parameter(torch.empty(n_modalities, self.n_users, embedding_size))
+        for table in self.user_preference:
+            nn.init.xavier_uniform_(table)
+        self.item_id_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, embedding_size)))
+        self.user_modality_weight = nn.Parameter(torch.softmax(torch.randn(self.n_users, n_modalities), dim=1))
+        content = {name: content_features(dataset, name, "fitmm") for name in present}
+        self.projections = nn.ModuleDict()
+        for name, (table, _) in content.items():
+            register_features(self, f"{name}_features", table, trainable=not freeze_features)
+            self.projections[name] = nn.Sequential(
+                nn.Linear(table.shape[1], hidden_size), nn.LeakyReLU(), nn.Linear(hidden_size, embedding_size)
+            )
+
+        self.register_buffer("adjacency", scipy_to_torch(symmetric_normalized(dataset.train)), persistent=False)
+        self.use_item_graph = item_graph and bool(content)
+        if item_graph and not content:
+            log.warning("fitmm: no content features, so no item–item graph")
+        if self.use_item_graph:
+            graph = _content_graph(content, knn_k, image_weight, mask_placeholders)
+            self.register_buffer("item_graph", graph, persistent=False)
+            self.register_buffer("item_graph_t", sparse_transpose(graph), persistent=False)
+        self.use_user_graph = user_graph_k > 0 and bool(content)
+        if self.use_user_graph:
+            profiles = self._user_profiles(dataset, content, mask_placeholders)
+            graph = _content_graph(profiles, user_graph_k, image_weight, mask_placeholders)
+            self.register_buffer("user_graph", graph, persistent=False)
+            self.register_buffer("user_graph_t", sparse_transpose(graph), persistent=False)
+
+        width = n_modalities * embedding_size
+        if gate_direction != "none":
+            self.user_gate = nn.Linear(width, n_bands)
+            self.item_gate = nn.Linear(width, n_bands)
+            self.user_gate_scale = nn.Parameter(torch.tensor(gate_scale_init))
+            self.item_gate_scale = nn.Parameter(torch.tensor(gate_scale_init))
+        self.band_logit = nn.Parameter(torch.ones(n_bands))
+        # Band-allocation IB: a running per-band SNR estimate decides which bands stay open, once
+        # the warm-up epochs are over (an untrained band has no signal yet).
+        self.register_buffer("band_snr_estimate", torch.full((n_bands,), float("inf")))
+        self.register_buffer("shutoff_active", torch.tensor(False))
+
+    @staticmethod
+    def _user_profiles(dataset: Dataset, content: dict, mask_placeholders: bool) -> dict:
+        """Each user's content profile: the mean real content of the user's training items."""
+        profiles = {}
+        for name, (table, mask) in content.items():
+            real = mask.numpy() if mask_placeholders else np.ones(dataset.n_items, dtype=bool)
+            weights = sp.csr_matrix(dataset.train.multiply(real[None, :]), dtype=np.float32)
+            counts = np.asarray(weights.sum(axis=1)).ravel()
+            means = weights @ table.numpy().astype(np.float64)
+            has_content = counts > 0
+            means[has_content] /= counts[has_content, None]
+            means[~has_content] = means[has_content].mean(axis=0)
+            profiles[name] = (torch.from_numpy(means.astype(np.float32)), torch.from_numpy(has_content))
+        return profiles
+
+    # ------------------------------------------------------------------ forward
+    def _item_inputs(self) -> list[torch.Tensor]:
+        inputs = [self.item_id_embedding]
+        for name in self.modalities[1:]:
+            inputs.append(self.projections[name](getattr(self, f"{name}_features")))
+        return inputs
+
+    def _views(self) -> dict[str, torch.Tensor]:
+        """The undecomposed representations: user_rep, item_rep (§1) and their graph views (§2)."""
+        layer0 = [
+            F.normalize(torch.cat([preference, item_input]), dim=1)
+            for preference, item_input in zip(self.user_preference, self._item_inputs())
+        ]
+        encoded = layer_sum(self.adjacency, torch.cat(layer0, dim=1), self.n_layers)
+        users, items = encoded[: self.n_users], encoded[self.n_users:]
+        weights = self.user_modality_weight.repeat_interleave(self.d, dim=1)
+        user_graph = torch.cat(list(self.user_preference), dim=1)
+        for _ in range(self.mm_layers if self.use_user_graph else 0):
+            user_graph = sparse_mm(self.user_graph, user_graph, self.user_graph_t)
+        item_graph = items
+        for _ in range(self.mm_layers if self.use_item_graph else 0):
+            item_graph = sparse_mm(self.item_graph, item_graph, self.item_graph_t)
+        return {"user_rep": users * weights, "item_rep": items, "user_graph": user_graph, "item_graph": item_graph}
+
+    def _bands(self, x: torch.Tensor) -> torch.Tensor:
+        if self.n_bands == 1:
+            return x.unsqueeze(0)
+        return modality_band_decompose(x, len(self.modalities), self.n_bands)
+
+    def _gate(self, side: str, x: torch.Tensor) -> torch.Tensor | None:
+        if self.gate_direction == "none":
+            return None
+        logits = getattr(self, f"{side}_gate")(x)
+        deviation = torch.sigmoid(logits) if self.gate_direction == "positive" else torch.tanh(logits)
+        return 1.0 + getattr(self, f"{side}_gate_scale") * deviation
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.shutoff_active.fill_(self.ib == "allocation" and epoch >= self.ib_warmup_epochs)
+
+    def open_bands(self) -> torch.Tensor:
+        """1 for the bands in use, 0 for those the band-allocation IB has shut off."""
+        if not bool(self.shutoff_active) or not torch.isfinite(self.band_snr_estimate).all():
+            return torch.ones_like(self.band_logit)
+        gains = band_allocation_gains(self.band_snr_estimate, self.ib_beta, 1.0)
+        is_open = gains > 0
+        is_open[torch.argmax(self.band_snr_estimate)] = True  # never shut every band
+        return is_open.to(self.band_logit.dtype)
+
+    def _sides(self) -> dict[str, dict[str, torch.Tensor]]:
+        views = self._views()
+        band_weight = torch.sigmoid(self.band_logit) * self.open_bands()
+        sides = {}
+        for side in ("user", "item"):
+            rep = views[f"{side}_rep"]
+            bands = self._bands(rep) + self._bands(views[f"{side}_graph"])  # Z_k, (M, n, width)
+            gate = self._gate(side, rep)
+            factor = band_weight if gate is None else band_weight * gate  # (M,) or (n, M)
+            if gate is None:
+                final = torch.einsum("k,knw->nw", factor, bands)
+            else:
+                final = torch.einsum("nk,knw->nw", factor, bands)
+            sides[side] = {"bands": bands, "gate": gate, "final": final}
+        return sides
+
+    def scorer(self) -> ScoreFunction:
+        sides = self._sides()
+        return embedding_scorer(sides["user"]["final"], sides["item"]["final"])
+
+    # ------------------------------------------------------------------ losses
+    def loss(self, users, positives, negatives):
+        sides = self._sides()
+        user_final, item_final = sides["user"]["final"], sides["item"]["final"]
+        u = user_final[users]
+        positive_scores = (u * item_final[positives]).sum(1)
+        negative_scores = (u * item_final[negatives]).sum(1)
+        if self.rec_loss == "bce":
+            logits = torch.cat([positive_scores, negative_scores])
+            targets = torch.cat([torch.ones_like(positive_scores), torch.zeros_like(negative_scores)])
+            recommendation = F.binary_cross_entropy_with_logits(logits, targets)
+        else:
+            recommendation = bpr_loss(positive_scores, negative_scores)
+        parts = {"rec": recommendation}
+        total = recommendation
+        if self.ib != "none" and self.ib_weight:
+            parts["ib"] = self._ib_loss(sides, users, positives, negatives)
+            total = total + self.ib_weight * parts["ib"]
+        if self.consistency != "none" and self.consistency_weight:
+            parts["cons"] = self._consistency_loss(sides, users, positives)
+            total = total + self.consistency_weight * parts["cons"]
+        parts["loss"] = total
+        return parts
+
+    def _ib_loss(self, sides, users, positives, negatives) -> torch.Tensor:
+        if self.ib == "surrogate":
+            return sum(
+                gate_ib_surrogate(sides[side]["gate"], self.ib_alpha, self.ib_mu, self.ib_threshold,
+                                  self.gate_direction)
+                for side in ("user", "item")
+            )
+        user_bands, item_bands = sides["user"]["bands"], sides["item"]["bands"]
+        band_users = user_bands[:, users]
+        positive = (band_users * item_bands[:, positives]).sum(-1).T  # (B, M) band score contributions
+        negative = (band_users * item_bands[:, negatives]).sum(-1).T
+        snr = band_snr(positive.detach(), negative.detach())
+        with torch.no_grad():
+            if torch.isfinite(self.band_snr_estimate).all():
+                self.band_snr_estimate.mul_(SNR_MOMENTUM).add_((1 - SNR_MOMENTUM) * snr)
+            else:
+                self.band_snr_estimate.copy_(snr)
+        band_weight = torch.sigmoid(self.band_logit)
+        total = 0.0
+        for side, rows in (("user", users), ("item", positives)):
+            gate = sides[side]["gate"]
+            if gate is None:
+                gains, max_gain = band_weight.expand(rows.numel(), -1), 1.0
+            else:
+                gains = band_weight * gate[rows]
+                max_gain = 1.0 + getattr(self, f"{side}_gate_scale").detach().abs()
+            total = total + band_ib_lagrangian(gains, snr, self.ib_beta, max_gain).sum(-1).mean()
+        return total
+
+    def _consistency_loss(self, sides, users, positives) -> torch.Tensor:
+        n_modalities = len(self.modalities)
+        total = 0.0
+        for side, rows in (("user", users), ("item", positives)):
+            bands = sides[side]["bands"]
+            batch_bands = bands[:, rows]  # (M, B, width)
+            if self.consistency == "cross_modal":
+                if n_modalities > 1:
+                    parts = batch_bands.reshape(self.n_bands, rows.numel(), n_modalities, self.d)
+                    pairs = list(combinations(range(n_modalities), 2))
+                    total = total + sum(
+                        _squared_cosine_gap(parts[:, :, a], parts[:, :, b]) for a, b in pairs
+                    ) / len(pairs)
+            elif self.n_bands > 1:
+                pairs = list(combinations(range(self.n_bands), 2))
+                total = total + sum(
+                    _squared_cosine_gap(batch_bands[a], batch_bands[b]) for a, b in pairs
+                ) / len(pairs)
+            if self.uniformity:
+                for k in range(self.n_bands // 2, self.n_bands):
+                    total = total + _uniformity(bands[k], rows)
+        return torch.as_tensor(total, dtype=self.band_logit.dtype)
+
+    # ------------------------------------------------------------------ diagnostics
+    def diagnostics(self) -> dict:
+        """Band energy shares per side and modality, mean gate per band, band weights (JSON-ready)."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            sides = self._sides()
+        self.train(was_training)
+        n_modalities = len(self.modalities)
+        out = {"band_energy_share": {}, "gate_mean": {},
+               "band_weights": (torch.sigmoid(self.band_logit) * self.open_bands()).tolist(),
+               "open_bands": self.open_bands().tolist()}
+        for side, values in sides.items():
+            bands = values["bands"]
+            energy = bands.reshape(self.n_bands, bands.shape[1], n_modalities, self.d).square().sum(dim=(1, 3))
+            share = energy / energy.sum(dim=0, keepdim=True).clamp_min(1e-12)
+            out["band_energy_share"][side] = {m: share[:, i].tolist() for i, m in enumerate(self.modalities)}
+            gate = values["gate"]
+            out["gate_mean"][side] = ([1.0] * self.n_bands) if gate is None else gate.mean(dim=0).tolist()
+        if self.ib == "allocation":
+            out["band_snr"] = self.band_snr_estimate.tolist()
+        return out

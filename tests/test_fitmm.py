@@ -1,0 +1,204 @@
+"""FITMM: its components on small cases, its presets and ablation switches, and real training."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fitmm
+from conftest import small_rows, write_inter
+from fitmm.data import load_dataset
+from fitmm.errors import InputError
+from fitmm.interfaces.api import build_model
+from fitmm.models.fitmm import _squared_cosine_gap, _uniformity
+from fitmm.training.config import resolve_config
+
+
+@pytest.fixture(scope="module")
+def ml100k():
+    return load_dataset("ml100k")
+
+
+def make(dataset, **overrides):
+    return build_model("fitmm", dataset, resolve_config("fitmm", overrides=overrides))
+
+
+def batch(dataset, size=64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    users = torch.randint(0, dataset.n_users, (size,), generator=generator)
+    return users, torch.randint(0, dataset.n_items, (size,), generator=generator), \
+        torch.randint(0, dataset.n_items, (size,), generator=generator)
+
+
+def test_bands_add_up_to_both_views(ml100k):
+    model = make(ml100k)
+    views = model._views()
+    sides = model._sides()
+    for side in ("user", "item"):
+        total = sides[side]["bands"].sum(dim=0)
+        expected = views[f"{side}_rep"] + views[f"{side}_graph"]
+        torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)
+    assert sides["item"]["bands"].shape == (3, ml100k.n_items, 3 * 64)
+
+
+def test_final_representation_is_the_gated_weighted_band_sum(ml100k):
+    model = make(ml100k)
+    sides = model._sides()
+    omega = torch.sigmoid(model.band_logit)
+    item = sides["item"]
+    expected = sum(omega[k] * item["gate"][:, k:k + 1] * item["bands"][k] for k in range(3))
+    torch.testing.assert_close(item["final"], expected)
+
+
+@pytest.mark.parametrize("direction", ["positive", "dual"])
+def test_gate_is_residual_and_bounded(ml100k, direction):
+    model = make(ml100k, gate_direction=direction)
+    x = torch.randn(50, 192) * 10
+    gate = model._gate("user", x)
+    scale = model.user_gate_scale.item()
+    low = 1.0 if direction == "positive" else 1.0 - scale
+    assert gate.min() >= low - 1e-6 and gate.max() <= 1.0 + scale + 1e-6
+    with torch.no_grad():
+        model.user_gate_scale.zero_()
+    assert torch.equal(model._gate("user", x), torch.ones(50, 3))  # the identity plus a learned deviation
+
+
+def test_placeholder_items_get_no_content_edges(ml100k):
+    model = make(ml100k, content_modalities=["image"])
+    graph = model.item_graph.to_dense()
+    mask = torch.from_numpy(ml100k.modalities["image"].mask)
+    placeholders = (~mask).nonzero().squeeze(1)
+    off_diagonal = graph - torch.diag(torch.diagonal(graph))
+    assert off_diagonal[placeholders].abs().sum() == 0  # no neighbours of their own
+    assert off_diagonal[:, placeholders].abs().sum() == 0  # never anyone's neighbour
+    assert torch.all(torch.diagonal(graph)[placeholders] > 0)
+
+
+def test_content_graph_mixes_image_and_text_with_lambda(ml100k):
+    model = make(ml100k, image_weight=0.25)
+    graph = model.item_graph.to_dense()
+    real = np.flatnonzero(ml100k.modalities["image"].mask)[0]
+    # every real item keeps 10 image and 10 text neighbours, each worth 1/10 in its graph
+    assert graph[real].sum().item() == pytest.approx(0.25 + 0.75, abs=1e-5)
+
+
+@pytest.mark.parametrize("modalities", [[], ["text"]])
+def test_runs_with_fewer_modalities(ml100k, modalities):
+    model = make(ml100k, content_modalities=modalities)
+    assert model.modalities == ["id", *modalities]
+    parts = model.loss(*batch(ml100k))
+    parts["loss"].backward()
+    assert torch.isfinite(parts["loss"])
+
+
+def test_id_only_dataset_trains_without_content(tmp_path):
+    folder = tmp_path / "idonly"
+    write_inter(folder, small_rows(n_users=12, n_items=20))
+    data = load_dataset(folder)
+    model = make(data, knn_k=3)
+    assert model.modalities == ["id"] and not model.use_item_graph
+    parts = model.loss(*batch(data, size=16))
+    parts["loss"].backward()
+    assert torch.isfinite(parts["loss"])
+
+
+def test_bce_is_the_mean_over_both_logits(ml100k):
+    model = make(ml100k, ib="none", consistency="none")
+    users, positives, negatives = batch(ml100k)
+    parts = model.loss(users, positives, negatives)
+    sides = model._sides()
+    u = sides["user"]["final"][users]
+    pos = (u * sides["item"]["final"][positives]).sum(1)
+    neg = (u * sides["item"]["final"][negatives]).sum(1)
+    expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean() / 2
+    assert parts["rec"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert parts["loss"].item() == pytest.approx(parts["rec"].item())
+
+
+def test_uniformity_equals_the_direct_computation_with_duplicates():
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(10, 6, generator=generator)
+    index = torch.tensor([3, 1, 3, 3, 7, 1, 0])
+    z = rows[index]
+    similarities = z @ z.T
+    direct = -(torch.log_softmax(similarities, dim=1)).mean(dim=1).mean()
+    assert _uniformity(rows, index).item() == pytest.approx(direct.item(), rel=1e-5)
+
+
+def test_squared_cosine_gap_by_hand():
+    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    b = torch.tensor([[0.0, 2.0], [2.0, 2.0]])
+    assert _squared_cosine_gap(a, b).item() == pytest.approx((1.0 + 0.0) / 2)
+
+
+def test_cross_modal_consistency_is_zero_when_modalities_agree(ml100k):
+    model = make(ml100k, consistency="cross_modal", uniformity=False)
+    users, positives, _ = batch(ml100k)
+    sides = model._sides()
+    for side in sides.values():
+        one = side["bands"][..., :64]
+        side["bands"] = one.repeat(1, 1, 3) * torch.tensor([1.0, 2.0, 0.5]).repeat_interleave(64)
+    assert model._consistency_loss(sides, users, positives).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_band_allocation_shuts_off_a_noise_band_after_warmup(ml100k):
+    model = make(ml100k, preset="paper")
+    with torch.no_grad():
+        model.band_snr_estimate.copy_(torch.tensor([2.0, 0.5, 0.01]))  # threshold 1/(β−1) = 0.25
+    model.on_epoch_start(0)
+    assert model.open_bands().tolist() == [1.0, 1.0, 1.0]  # warm-up: every band open
+    model.on_epoch_start(model.ib_warmup_epochs)
+    assert model.open_bands().tolist() == [1.0, 1.0, 0.0]
+    sides = model._sides()
+    omega = torch.sigmoid(model.band_logit)
+    item = sides["item"]
+    expected = sum(omega[k] * item["gate"][:, k:k + 1] * item["bands"][k] for k in range(2))
+    torch.testing.assert_close(item["final"], expected)
+
+
+def test_surrogate_ib_uses_the_gates(ml100k):
+    model = make(ml100k, consistency="none")
+    parts = model.loss(*batch(ml100k))
+    with torch.no_grad():
+        model.user_gate_scale.zero_()
+        model.item_gate_scale.zero_()
+    assert parts["ib"].item() > 0
+    assert model.loss(*batch(ml100k))["ib"].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_presets_and_switches_resolve():
+    paper = resolve_config("fitmm", overrides={"preset": "paper"})
+    assert (paper["consistency"], paper["ib"], paper["uniformity"]) == ("cross_modal", "allocation", False)
+    authors = resolve_config("fitmm", overrides={"preset": "authors"})
+    assert (authors["consistency"], authors["ib"], authors["rec_loss"]) == ("band_to_band", "surrogate", "bce")
+    with pytest.raises(InputError, match="unknown preset 'nope'"):
+        resolve_config("fitmm", overrides={"preset": "nope"})
+
+
+def test_invalid_choice_is_a_clear_error(ml100k):
+    with pytest.raises(InputError, match="gate_direction must be one of"):
+        make(ml100k, gate_direction="up")
+
+
+def test_diagnostics_report_bands_gates_and_weights(ml100k):
+    diagnostics = make(ml100k).diagnostics()
+    for side in ("user", "item"):
+        shares = diagnostics["band_energy_share"][side]
+        assert set(shares) == {"id", "image", "text"}
+        for values in shares.values():
+            assert sum(values) == pytest.approx(1.0, abs=1e-5) and len(values) == 3
+        assert len(diagnostics["gate_mean"][side]) == 3
+    assert diagnostics["band_weights"] == pytest.approx([1 / (1 + math.exp(-1))] * 3)
+
+
+def test_fitmm_learns_on_ml100k(tmp_path):
+    result = fitmm.train("fitmm", "ml100k", tmp_path / "fitmm", epochs=6,
+                         overrides={"learning_rate": 0.001}, progress=False)
+    popularity = fitmm.train("pop", "ml100k", tmp_path / "pop", progress=False)
+    assert result["test"]["recall@20"] > popularity["test"]["recall@20"]
+    assert result["test"]["ndcg@20"] > popularity["test"]["ndcg@20"]
+    assert set(result["diagnostics"]) >= {"band_energy_share", "gate_mean", "band_weights"}
+    assert len(result["history"]["diagnostics"]) == 6
