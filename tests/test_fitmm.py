@@ -13,7 +13,7 @@ from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.interfaces.api import build_model
-from fitmm.models.fitmm import _squared_cosine_gap, _uniformity
+from fitmm.models.fitmm import _pairwise_cosine_gap, _uniformity
 from fitmm.training.config import resolve_config
 
 
@@ -128,10 +128,13 @@ def test_uniformity_equals_the_direct_computation_with_duplicates():
     assert _uniformity(rows, index).item() == pytest.approx(direct.item(), rel=1e-5)
 
 
-def test_squared_cosine_gap_by_hand():
-    a = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    b = torch.tensor([[0.0, 2.0], [2.0, 2.0]])
-    assert _squared_cosine_gap(a, b).item() == pytest.approx((1.0 + 0.0) / 2)
+def test_pairwise_cosine_gap_by_hand():
+    # row 1: (1,0) vs (0,2): cos 0, gap 1; row 2: (1,1) vs (2,2): cos 1, gap 0
+    parts = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [2.0, 2.0]]])
+    assert _pairwise_cosine_gap(parts).item() == pytest.approx(0.5)
+    # three vectors per row: pairs (0,1) cos 0, (0,2) cos 1, (1,2) cos 0 → gaps 1, 0, 1
+    three = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])
+    assert _pairwise_cosine_gap(three).item() == pytest.approx(2 / 3)
 
 
 def test_cross_modal_consistency_is_zero_when_modalities_agree(ml100k):

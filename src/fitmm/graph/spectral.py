@@ -75,31 +75,31 @@ class _SubspaceEigenvectors(torch.autograd.Function):
 def modality_band_decompose(
     x: Tensor, n_modalities: int, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS
 ) -> Tensor:
-    """Split the columns of ``x`` (n×D) into ``n_modalities`` equal blocks and band-decompose each.
+    """Split the columns of ``x`` (…×n×D) into ``n_modalities`` equal blocks and band-decompose each.
 
-    Returns a tensor of shape (n_bands, n, D) whose band k is the concatenation of every block's
+    Returns a tensor of shape (n_bands, …, n, D) whose band k is the concatenation of every block's
     band-k piece [B_k(x_1) | B_k(x_2) | …]; band 1 (index 0) holds each block's largest singular
     values. The bands sum to ``x`` and are mutually orthogonal within every block, on both sides.
-    All blocks are decomposed in one batched eigen-decomposition. Differentiable in ``x``.
+    Leading dimensions of ``x`` are independent matrices, decomposed together: all their blocks
+    share one batched eigen-decomposition, and all bands come from one batched product with the
+    stacked band projectors P_k = V_k V_kᵀ. Differentiable in ``x``.
     """
-    if x.dim() != 2:
-        raise ValueError(f"x must be a 2-D matrix, got shape {tuple(x.shape)}")
-    n_rows, width = x.shape
+    if x.dim() < 2:
+        raise ValueError(f"x must be a matrix or a batch of matrices, got shape {tuple(x.shape)}")
+    *batch, n_rows, width = x.shape
     if n_modalities < 1 or width % n_modalities:
         raise ValueError(f"{width} columns cannot be split into {n_modalities} equal modality blocks")
     block_width = width // n_modalities
     sizes = band_sizes(block_width, n_bands)
     band_of_direction = torch.repeat_interleave(torch.arange(n_bands), torch.tensor(sizes)).to(x.device)
 
-    blocks = x.reshape(n_rows, n_modalities, block_width).transpose(0, 1)  # (m, n, d) view
+    blocks = x.reshape(*batch, n_rows, n_modalities, block_width).movedim(-2, -3)  # (…, m, n, d)
     eigenvectors = _SubspaceEigenvectors.apply(blocks.mT @ blocks, band_of_direction, gap_eps)
-    pieces = []
-    start = 0
-    for size in sizes:
-        basis = eigenvectors[..., start : start + size]  # (m, d, size): V[:, G_k] of every block
-        pieces.append(((blocks @ basis) @ basis.mT).transpose(0, 1))  # (n, m, d) view
-        start += size
-    return torch.stack(pieces).view(n_bands, n_rows, width)
+    projectors = torch.cat(
+        [basis @ basis.mT for basis in eigenvectors.split(sizes, dim=-1)], dim=-1
+    )  # (…, m, d, M·d): [P_1 | … | P_M]
+    pieces = (blocks @ projectors).unflatten(-1, (n_bands, block_width))  # (…, m, n, M, d)
+    return pieces.movedim(-2, 0).movedim(-3, -2).reshape(n_bands, *batch, n_rows, width)
 
 
 def band_decompose(x: Tensor, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS) -> Tensor:

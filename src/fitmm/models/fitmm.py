@@ -30,8 +30,6 @@ the cost.
 from __future__ import annotations
 
 import logging
-from itertools import combinations
-
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -85,8 +83,15 @@ def _uniformity(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return ((log_partition - mean_similarity) * counts).sum() / batch
 
 
-def _squared_cosine_gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (1.0 - F.cosine_similarity(a, b, dim=-1)).square().mean()
+def _pairwise_cosine_gap(parts: torch.Tensor) -> torch.Tensor:
+    """Mean over rows and over unordered pairs (a, b) of (1 − cos(parts[..., a, :], parts[..., b, :]))².
+
+    ``parts`` is (…, P, w): P vectors per row, compared pairwise in one batched product.
+    """
+    unit = F.normalize(parts, dim=-1)
+    cosines = unit @ unit.mT  # (…, P, P)
+    first, second = torch.triu_indices(parts.shape[-2], parts.shape[-2], offset=1, device=parts.device)
+    return (1.0 - cosines[..., first, second]).square().mean()
 
 
 @register("fitmm")
@@ -236,10 +241,12 @@ class FITMM(Recommender):
             item_graph = sparse_mm(self.item_graph, item_graph, self.item_graph_t)
         return {"user_rep": users * weights, "item_rep": items, "user_graph": user_graph, "item_graph": item_graph}
 
-    def _bands(self, x: torch.Tensor) -> torch.Tensor:
+    def _within_band_components(self, rep: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
+        """Z_k = band_k(rep) + band_k(graph) for every band k, as (M, n, width) (§4)."""
         if self.n_bands == 1:
-            return x.unsqueeze(0)
-        return modality_band_decompose(x, len(self.modalities), self.n_bands)
+            return (rep + graph).unsqueeze(0)
+        views = torch.stack([rep, graph])  # both decomposed in one batched call
+        return modality_band_decompose(views, len(self.modalities), self.n_bands).sum(dim=1)
 
     def _gate(self, side: str, x: torch.Tensor) -> torch.Tensor | None:
         if self.gate_direction == "none":
@@ -266,7 +273,7 @@ class FITMM(Recommender):
         sides = {}
         for side in ("user", "item"):
             rep = views[f"{side}_rep"]
-            bands = self._bands(rep) + self._bands(views[f"{side}_graph"])  # Z_k, (M, n, width)
+            bands = self._within_band_components(rep, views[f"{side}_graph"])
             gate = self._gate(side, rep)
             factor = band_weight if gate is None else band_weight * gate  # (M,) or (n, M)
             if gate is None:
@@ -284,9 +291,9 @@ class FITMM(Recommender):
     def loss(self, users, positives, negatives):
         sides = self._sides()
         user_final, item_final = sides["user"]["final"], sides["item"]["final"]
-        u = user_final[users]
-        positive_scores = (u * item_final[positives]).sum(1)
-        negative_scores = (u * item_final[negatives]).sum(1)
+        u = user_final.index_select(0, users)
+        positive_scores = (u * item_final.index_select(0, positives)).sum(1)
+        negative_scores = (u * item_final.index_select(0, negatives)).sum(1)
         if self.rec_loss == "bce":
             logits = torch.cat([positive_scores, negative_scores])
             targets = torch.cat([torch.ones_like(positive_scores), torch.zeros_like(negative_scores)])
@@ -312,9 +319,9 @@ class FITMM(Recommender):
                 for side in ("user", "item")
             )
         user_bands, item_bands = sides["user"]["bands"], sides["item"]["bands"]
-        band_users = user_bands[:, users]
-        positive = (band_users * item_bands[:, positives]).sum(-1).T  # (B, M) band score contributions
-        negative = (band_users * item_bands[:, negatives]).sum(-1).T
+        band_users = user_bands.index_select(1, users)
+        positive = (band_users * item_bands.index_select(1, positives)).sum(-1).T  # (B, M) per band
+        negative = (band_users * item_bands.index_select(1, negatives)).sum(-1).T
         snr = band_snr(positive.detach(), negative.detach())
         with torch.no_grad():
             if torch.isfinite(self.band_snr_estimate).all():
@@ -334,27 +341,21 @@ class FITMM(Recommender):
         return total
 
     def _consistency_loss(self, sides, users, positives) -> torch.Tensor:
+        """Within-band cross-modal (paper) or band-to-band (authors) alignment, plus uniformity."""
         n_modalities = len(self.modalities)
-        total = 0.0
+        total = torch.zeros((), dtype=self.band_logit.dtype, device=self.band_logit.device)
         for side, rows in (("user", users), ("item", positives)):
             bands = sides[side]["bands"]
-            batch_bands = bands[:, rows]  # (M, B, width)
-            if self.consistency == "cross_modal":
-                if n_modalities > 1:
-                    parts = batch_bands.reshape(self.n_bands, rows.numel(), n_modalities, self.d)
-                    pairs = list(combinations(range(n_modalities), 2))
-                    total = total + sum(
-                        _squared_cosine_gap(parts[:, :, a], parts[:, :, b]) for a, b in pairs
-                    ) / len(pairs)
-            elif self.n_bands > 1:
-                pairs = list(combinations(range(self.n_bands), 2))
-                total = total + sum(
-                    _squared_cosine_gap(batch_bands[a], batch_bands[b]) for a, b in pairs
-                ) / len(pairs)
+            batch_bands = bands.index_select(1, rows)  # (M, B, width)
+            if self.consistency == "cross_modal" and n_modalities > 1:
+                # per band and row, the modality parts side by side: (M, B, modalities, d)
+                total = total + _pairwise_cosine_gap(batch_bands.unflatten(-1, (n_modalities, self.d)))
+            elif self.consistency == "band_to_band" and self.n_bands > 1:
+                total = total + _pairwise_cosine_gap(batch_bands.transpose(0, 1))  # (B, M, width)
             if self.uniformity:
                 for k in range(self.n_bands // 2, self.n_bands):
                     total = total + _uniformity(bands[k], rows)
-        return torch.as_tensor(total, dtype=self.band_logit.dtype)
+        return total
 
     # ------------------------------------------------------------------ diagnostics
     def diagnostics(self) -> dict:

@@ -1,0 +1,166 @@
+"""FITMM training speed and memory against its compute floor (and LightGCN for scale).
+
+For each dataset, in a fresh process per model (so peak RSS is that model's own):
+
+- FITMM and LightGCN training epochs (the trainer's own epoch loop, evaluation excluded): median
+  of ``--epochs`` epochs; on the larger sets, where a whole epoch takes minutes, ``--max-batches``
+  batches per epoch are timed and the epoch is the median batch time × the number of batches
+  (flagged ``"estimated": true``);
+- FITMM's compute floor, measured in the same process right after: the unavoidable dense work of
+  one epoch, i.e. the content projections (Linear(width→256), LeakyReLU, Linear(256→64) per
+  content modality, raw features trainable as in FITMM's defaults) forward and backward over all
+  items, once per training batch.
+
+ml100k uses its real features. The Amazon sets (baby, sports, clothing from ../shared/data) have
+no features here: random 4096-d image and 384-d text features are made up FOR TIMING ONLY and the
+JSON labels them so; they say nothing about accuracy.
+
+    python benchmarks/fitmm_speed.py [--datasets ml100k,baby] [--epochs 3] [--max-batches 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fitmm.data import Modality, load_dataset
+from fitmm.interfaces.api import build_model
+from fitmm.training.config import resolve_config
+from fitmm.training.trainer import Trainer, peak_rss_mb
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+MADE_UP_WIDTHS = {"image": 4096, "text": 384}
+
+
+def load(name: str):
+    if name == "ml100k":
+        return load_dataset("ml100k"), False
+    data = load_dataset(SHARED / name)
+    generator = np.random.default_rng(0)
+    data.modalities = {
+        modality: Modality(
+            features=generator.standard_normal((data.n_items, width), dtype=np.float32),
+            mask=np.ones(data.n_items, dtype=bool),
+        )
+        for modality, width in MADE_UP_WIDTHS.items()
+    }
+    return data, True
+
+
+class TimedTrainer(Trainer):
+    """The trainer's epoch loop, timing each batch and stopping after ``max_batches`` if set."""
+
+    def __init__(self, *args, max_batches: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_batches = max_batches
+
+    def timed_epoch(self, epoch: int) -> list[float]:
+        self.model.on_epoch_start(epoch)
+        self.model.train()
+        seconds = []
+        started = time.perf_counter()
+        for users, positives, negatives in self.sampler.batches(self.config["batch_size"], self.model.uses_negatives):
+            parts = self.model.loss(users, positives, negatives)
+            self.optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            self.optimizer.step()
+            now = time.perf_counter()
+            seconds.append(now - started)
+            started = now
+            if self.max_batches and len(seconds) == self.max_batches:
+                break
+        return seconds
+
+
+def floor_batch_seconds(data, config: dict, repeats: int) -> float:
+    """Median time of the content projections' forward + backward over all items (one batch's share)."""
+    torch.manual_seed(0)
+    tables, projections = [], []
+    for name in config["content_modalities"]:
+        if name in data.modalities:
+            table = nn.Parameter(torch.from_numpy(data.modalities[name].features.copy()))
+            tables.append(table)
+            projections.append(nn.Sequential(nn.Linear(table.shape[1], config["hidden_size"]), nn.LeakyReLU(),
+                                              nn.Linear(config["hidden_size"], config["embedding_size"])))
+    seconds = []
+    for _ in range(repeats + 1):
+        started = time.perf_counter()
+        total = sum(projection(table).sum() for projection, table in zip(projections, tables))
+        total.backward()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds[1:])
+
+
+def measure(dataset: str, model: str, epochs: int, max_batches: int) -> dict:
+    data, made_up = load(dataset)
+    config = resolve_config(model, overrides={"epochs": epochs, "checkpoint_every": 0})
+    trainer = TimedTrainer(build_model(model, data, config), data, config, Path("."), progress=False,
+                           max_batches=max_batches)
+    n_batches = trainer.sampler.n_batches(config["batch_size"])
+    epoch_seconds, batch_seconds = [], []
+    for epoch in range(epochs):
+        seconds = trainer.timed_epoch(epoch)
+        batch_seconds += seconds
+        epoch_seconds.append(sum(seconds) if len(seconds) == n_batches else statistics.median(seconds) * n_batches)
+    result = {
+        "dataset": dataset, "model": model, "users": data.n_users, "items": data.n_items,
+        "train_interactions": int(data.train.nnz), "batches_per_epoch": n_batches,
+        "features": ("made up, timing only: " if made_up else "real: ")
+        + ", ".join(f"{k} {m.width}-d" for k, m in data.modalities.items()),
+        "estimated": bool(max_batches) and max_batches < n_batches,
+        "epoch_seconds": epoch_seconds, "median_epoch_seconds": statistics.median(epoch_seconds),
+        "median_batch_seconds": statistics.median(batch_seconds),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if model == "fitmm":
+        floor = floor_batch_seconds(data, config, repeats=5) * n_batches
+        result["floor_epoch_seconds"] = floor
+        result["epoch_over_floor"] = result["median_epoch_seconds"] / floor
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--datasets", default="ml100k,baby,sports,clothing")
+    parser.add_argument("--models", default="fitmm,lightgcn")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-batches", type=int, default=0,
+                        help="time at most this many batches per epoch on the Amazon sets (0 = all)")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "fitmm_speed.json"))
+    parser.add_argument("--child", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        dataset, model = args.child
+        limit = 0 if dataset == "ml100k" else args.max_batches
+        print(json.dumps(measure(dataset, model, args.epochs, limit)))
+        return
+    rows = []
+    for dataset in args.datasets.split(","):
+        for model in args.models.split(","):
+            completed = subprocess.run(
+                [sys.executable, __file__, "--child", dataset, model, "--epochs", str(args.epochs),
+                 "--max-batches", str(args.max_batches)], capture_output=True, text=True, check=True)
+            row = json.loads(completed.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            floor = f", floor {row['floor_epoch_seconds']:.2f} s ({row['epoch_over_floor']:.2f}×)" if "floor_epoch_seconds" in row else ""
+            print(f"{dataset:<9} {model:<9} epoch {row['median_epoch_seconds']:.2f} s{' (est.)' if row['estimated'] else ''}"
+                  f"{floor}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    report = {"benchmark": "fitmm_speed", "torch_threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(), "results": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
