@@ -7,3 +7,11 @@ class InputError(ValueError):
     The message is a single line that names the file (and line or row where there is one) and
     what is wrong with it.
     """
+
+
+class MissingExtraError(InputError):
+    """A feature needs an optional dependency group that is not installed.
+
+    The message names the feature and the install command, e.g.
+    ``text features need the optional extra: pip install 'fitmm[features]'``.
+    """

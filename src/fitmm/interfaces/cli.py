@@ -8,6 +8,7 @@ import logging
 import sys
 
 from fitmm.errors import InputError
+from fitmm.interfaces.cli_data import add_data_commands
 
 EXIT_BAD_INPUT = 2
 
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the registered models")
     models.set_defaults(func=_models)
 
+    add_data_commands(commands)
     return parser
 
 

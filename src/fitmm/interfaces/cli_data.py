@@ -1,0 +1,84 @@
+"""``fitmm data prepare``: build a dataset folder from a raw catalogue (see fitmm.data.prepare)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_NONE = "none"
+
+
+def add_data_commands(subparsers) -> None:
+    """Add the ``data`` command (subcommand ``prepare``) to an argparse ``subparsers`` object."""
+    from fitmm.data.prepare import DEFAULT_SEED, DEFAULT_TEXT_FIELDS, SPLITS
+    from fitmm.features import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+
+    data = subparsers.add_parser("data", help="prepare datasets from raw files")
+    data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    prepare = data_commands.add_parser(
+        "prepare", help="raw interactions + item metadata (+ images) -> dataset folder",
+        description="Read raw interactions, clean them (min rating, duplicates, k-core), number "
+                    "users and items, split, and encode item text and image features into a "
+                    "dataset folder in the MMRec layout. Features are cached per item in "
+                    "DATASET_DIR/.feature_cache, so a rerun encodes only what is missing.")
+    prepare.add_argument("--interactions", required=True, type=Path, metavar="FILE",
+                         help="CSV/TSV/JSON-lines interactions, optionally .gz (Amazon review "
+                              "dumps are recognised)")
+    prepare.add_argument("--items", required=True, type=Path, metavar="FILE",
+                         help="item metadata (CSV/TSV/JSON lines), or a JSON list/object of "
+                              "ready item texts")
+    prepare.add_argument("--images", type=Path, metavar="DIR",
+                         help="folder of <raw item id>.<jpg|jpeg|png|webp> images")
+    prepare.add_argument("--out", required=True, type=Path, metavar="DATASET_DIR",
+                         help="output dataset folder; its name names the .inter file")
+    prepare.add_argument("--k-core", type=int, default=5, metavar="K",
+                         help="minimum interactions per user and per item (default 5; 0 = off)")
+    prepare.add_argument("--min-rating", type=float, metavar="R",
+                         help="keep interactions with rating >= R")
+    prepare.add_argument("--split", choices=SPLITS, default="random",
+                         help="random (MMRec's per-user rule, default), user-temporal or "
+                              "global-temporal")
+    prepare.add_argument("--text-fields", type=_field_list, default=DEFAULT_TEXT_FIELDS,
+                         metavar="FIELD,FIELD,...",
+                         help=f"metadata fields joined into the item text "
+                              f"(default {','.join(DEFAULT_TEXT_FIELDS)})")
+    prepare.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N",
+                         help=f"seed of the random split (default {DEFAULT_SEED})")
+    prepare.add_argument("--user-col", metavar="NAME", help="user column of the interactions")
+    prepare.add_argument("--item-col", metavar="NAME", help="item column of the interactions")
+    prepare.add_argument("--rating-col", metavar="NAME", help="rating column of the interactions")
+    prepare.add_argument("--time-col", metavar="NAME",
+                         help="timestamp column of the interactions")
+    prepare.add_argument("--item-id-col", metavar="NAME", help="item ID column of the metadata")
+    prepare.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, metavar="MODEL",
+                         help=f"sentence-transformers model name or path (default "
+                              f"{DEFAULT_TEXT_ENCODER}, shipped by the features extra); "
+                              f"'{_NONE}' skips text features")
+    prepare.add_argument("--image-encoder", default=DEFAULT_IMAGE_ENCODER, metavar="ENCODER",
+                         help=f"{DEFAULT_IMAGE_ENCODER} (default) or torchvision:MODEL_NAME; "
+                              f"'{_NONE}' skips image features")
+    prepare.add_argument("--batch-size", type=int, default=64, metavar="N",
+                         help="encoder batch size (default 64)")
+    prepare.set_defaults(func=_prepare)
+
+
+def _field_list(text: str) -> tuple[str, ...]:
+    fields = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not fields:
+        raise argparse.ArgumentTypeError("give at least one field name")
+    return fields
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from fitmm.data.prepare import prepare_dataset
+
+    report = prepare_dataset(
+        interactions=args.interactions, out=args.out, items=args.items, images=args.images,
+        k_core=args.k_core, min_rating=args.min_rating, split=args.split, seed=args.seed,
+        text_fields=args.text_fields, user_col=args.user_col, item_col=args.item_col,
+        rating_col=args.rating_col, time_col=args.time_col, item_id_col=args.item_id_col,
+        text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
+        image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
+        batch_size=args.batch_size, progress=True)
+    print(report.summary())
+    return 0
