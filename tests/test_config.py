@@ -50,3 +50,10 @@ def test_bad_config_file(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(InputError, match="expected a mapping"):
         resolve_config("lightgcn", path)
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    assert parse_overrides(["reg_weight=1e-4", "lr=2.5E-3", "name=1e"]) == {"reg_weight": 1e-4, "lr": 2.5e-3, "name": "1e"}
+    path = tmp_path / "c.yaml"
+    path.write_text("reg_weight: 1e-5\n")
+    assert resolve_config("lightgcn", path)["reg_weight"] == 1e-5

@@ -9,6 +9,7 @@ import sys
 
 from fitmm.errors import InputError
 from fitmm.interfaces.cli_data import add_data_commands
+from fitmm.interfaces.cli_experiments import add_experiment_commands
 
 EXIT_BAD_INPUT = 2
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(func=_models)
 
     add_data_commands(commands)
+    add_experiment_commands(commands)
     return parser
 
 

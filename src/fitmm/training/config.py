@@ -7,6 +7,7 @@ silently does nothing. Every value actually used is recorded in ``result.json``.
 from __future__ import annotations
 
 import inspect
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -21,12 +22,28 @@ TRAINING_KEYS = (
 )
 
 
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML with scientific notation as floats: PyYAML (YAML 1.1) reads ``1e-4`` as a string."""
+
+
+_SettingsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_settings_yaml(text: str):
+    """Parse settings YAML (a file's content or a ``--set`` value)."""
+    return yaml.load(text, Loader=_SettingsLoader)
+
+
 def _configs():
     return resources.files("fitmm.models").joinpath("configs")
 
 
 def _read_packaged_yaml(name: str) -> dict:
-    return yaml.safe_load(_configs().joinpath(f"{name}.yaml").read_text()) or {}
+    return load_settings_yaml(_configs().joinpath(f"{name}.yaml").read_text()) or {}
 
 
 def presets(model: str) -> list[str]:
@@ -52,7 +69,7 @@ def parse_overrides(assignments: list[str]) -> dict:
         if not separator or not key.strip():
             raise InputError(f"--set '{assignment}': expected key=value")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = load_settings_yaml(value)
         except yaml.YAMLError:
             raise InputError(f"--set '{assignment}': the value is not valid YAML") from None
     return overrides
@@ -61,7 +78,7 @@ def parse_overrides(assignments: list[str]) -> dict:
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
-        content = yaml.safe_load(path.read_text())
+        content = load_settings_yaml(path.read_text())
     except OSError as error:
         raise InputError(f"{path}: cannot read the configuration file ({error.strerror})") from None
     except yaml.YAMLError as error:

@@ -1,0 +1,309 @@
+"""Hyperparameter search whose choice and numbers can be trusted.
+
+Every configuration of a grid (or of a seeded random sample of it) is trained on every seed, each
+trial in its own run directory ``OUT/trials/<config-id>-seed<seed>/``. The configuration is chosen
+by its mean VALIDATION recall@20 over the seeds and test metrics are reported for that choice
+(PROTOCOL.md). ``legacy_test_selection`` reproduces MMRec's choice by test recall@20, and every
+output it writes says that this leaks test information.
+
+A tune can be restarted: trials whose ``result.json`` exists are skipped, interrupted ones resume
+from their ``last.pt``. ``summary.json`` and ``summary.md`` are computed from the trials' result
+files only, so they are the same whichever backend ran the trials and however often it restarted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm.auto import tqdm
+
+from fitmm.data import load_dataset
+from fitmm.errors import InputError
+from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
+from fitmm.training.config import default_config, load_settings_yaml, parse_overrides, resolve_config
+from fitmm.training.trainer import atomic_write_bytes
+
+log = logging.getLogger("fitmm.experiments")
+
+SELECTION_METRIC = "recall@20"
+SUMMARY_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
+LEGACY_WARNING = "LEGACY TEST-BASED SELECTION — leaks test information"
+STD_DEFINITION = "sample standard deviation over seeds (ddof=1); null with a single seed"
+
+
+def parse_setting_value(text: str):
+    """One setting value, read as ``--set`` reads it (YAML, exponent notation as floats)."""
+    try:
+        return load_settings_yaml(text.strip())
+    except yaml.YAMLError:
+        raise InputError(f"'{text}' is not a valid setting value") from None
+
+
+def parse_grid(assignments: list[str]) -> dict[str, list]:
+    """Searched settings from ``--grid`` assignments: ``["n_layers=1,2"]`` → ``{"n_layers": [1, 2]}``."""
+    grid: dict[str, list] = {}
+    for assignment in assignments:
+        key, separator, values = assignment.partition("=")
+        key = key.strip()
+        if not separator or not key or not values.strip():
+            raise InputError(f"--grid '{assignment}': expected KEY=V1,V2,...")
+        if key in grid:
+            raise InputError(f"--grid '{assignment}': {key} is searched twice")
+        texts = values.split(",")
+        if any(not text.strip() for text in texts):
+            raise InputError(f"--grid '{assignment}': an empty value in the list")
+        parsed = [parse_setting_value(text) for text in texts]
+        if len({json.dumps(value) for value in parsed}) < len(parsed):
+            raise InputError(f"--grid '{assignment}': a value is listed twice")
+        grid[key] = parsed
+    return grid
+
+
+def grid_points(grid: dict[str, list], random_count: int | None = None, search_seed: int = 0) -> list[dict]:
+    """The Cartesian product of ``grid`` (the first key varies slowest), or, with ``random_count``,
+    that many of its points drawn without replacement by a RNG seeded with ``search_seed``, kept
+    in grid order."""
+    keys = list(grid)
+    points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*grid.values())]
+    if random_count is None:
+        return points
+    if not 1 <= random_count <= len(points):
+        raise InputError(f"--random {random_count}: choose 1 to {len(points)} (the grid's size)")
+    drawn = sorted(random.Random(search_seed).sample(range(len(points)), random_count))
+    return [points[index] for index in drawn]
+
+
+def configuration_id(model: str, dataset: str, settings: dict) -> str:
+    """A short stable hash of the model, the dataset (a built-in name or a folder's absolute path)
+    and the sorted settings of a configuration."""
+    identity = json.dumps({"model": model, "dataset": dataset, "settings": settings}, sort_keys=True)
+    return hashlib.sha1(identity.encode()).hexdigest()[:8]
+
+
+def trial_directory(config_id: str, seed: int) -> str:
+    """A trial's run directory, relative to the tune directory."""
+    return f"trials/{config_id}-seed{seed}"
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One point of the search: its stable ID, its searched settings, and every override of its trials."""
+
+    id: str
+    searched: dict
+    settings: dict  # the searched settings, the fixed ones and the epoch limit
+
+
+@dataclass
+class TuneRun:
+    """What one call of :func:`tune` did: the summary it wrote, and how many trials it ran."""
+
+    summary: dict
+    skipped: int  # trials that had finished before (their result.json existed)
+    ran: int
+    backend: str
+
+
+def tune(
+    model: str,
+    dataset: str | Path,
+    out: str | Path,
+    grid: dict[str, list],
+    seeds: list[int],
+    *,
+    random_count: int | None = None,
+    search_seed: int = 0,
+    settings: dict | None = None,
+    epochs: int | None = None,
+    backend: TrialBackend | None = None,
+    legacy_test_selection: bool = False,
+    progress: bool = True,
+) -> TuneRun:
+    """Train every configuration of the search on every seed and choose one by validation.
+
+    ``grid`` maps setting names to the values searched; ``random_count`` samples that many
+    configurations of the grid (seeded by ``search_seed``) instead of taking all; ``settings`` are
+    fixed for every trial. Trials run on ``backend`` (default: one after another in this process).
+    Writes ``out/summary.json`` and ``out/summary.md``.
+    """
+    settings = dict(settings or {})
+    if epochs is not None:
+        settings["epochs"] = epochs
+    seeds = list(seeds)
+    if not seeds:
+        raise InputError("--seeds: give at least one seed")
+    if len(set(seeds)) < len(seeds):
+        raise InputError(f"--seeds {','.join(map(str, seeds))}: a seed is listed twice")
+    if "seed" in grid or "seed" in settings:
+        raise InputError("the seed is not searched or fixed with --grid/--set in a tune: use --seeds")
+    unknown = sorted(set(grid) - set(default_config(model)))
+    if unknown:
+        raise InputError(f"--grid: unknown setting(s) {', '.join(unknown)} for model '{model}'")
+    both = sorted(set(grid) & set(settings))
+    if both:
+        raise InputError(f"{', '.join(both)}: both searched (--grid) and fixed (--set/--epochs)")
+
+    data = load_dataset(dataset)
+    dataset_key = data.source or data.name  # what a worker loads, wherever its working directory is
+    out = Path(out).resolve()
+    configurations: list[Configuration] = []
+    requests: list[TrialRequest] = []
+    for searched in grid_points(grid, random_count, search_seed):
+        trial_settings = {**settings, **searched}
+        device = resolve_config(model, None, trial_settings)["device"]
+        configuration = Configuration(configuration_id(model, dataset_key, trial_settings), searched, trial_settings)
+        configurations.append(configuration)
+        requests += [TrialRequest(model, dataset_key, str(out / trial_directory(configuration.id, seed)),
+                                  seed, trial_settings, device) for seed in seeds]
+
+    to_run = [request for request in requests if not Path(request.directory, "result.json").exists()]
+    backend = backend or LocalBackend()
+    log.info("tune %s on %s: %d trials, %d finished earlier, %d to run on %s", model, data.name,
+             len(requests), len(requests) - len(to_run), len(to_run), backend.description)
+    errors: dict[str, str] = {}
+    with tqdm(total=len(requests), initial=len(requests) - len(to_run), unit="trial",
+              desc=f"tune {model} on {data.name}", disable=not progress, dynamic_ncols=True) as bar:
+        if to_run:
+            for request, error in backend.run(to_run):
+                if error is not None:
+                    errors[request.directory] = error
+                    log.warning("trial %s failed: %s", request.directory, error)
+                bar.update()
+
+    search = {
+        "grid": grid,
+        "random": None if random_count is None else {"count": random_count, "seed": search_seed},
+        "fixed_settings": settings,
+        "seeds": seeds,
+    }
+    summary = summarise(model, data.name, search, configurations, out, errors, legacy_test_selection)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    _write_text(out / "summary.md", summary_markdown(summary))
+    return TuneRun(summary, skipped=len(requests) - len(to_run), ran=len(to_run), backend=backend.description)
+
+
+def _write_text(path: Path, text: str) -> None:
+    content = text.encode()
+    atomic_write_bytes(path, lambda handle: handle.write(content))
+
+
+def _statistics(results: list[dict], split: str) -> dict | None:
+    if not results:
+        return None
+    statistics = {}
+    for metric in SUMMARY_METRICS:
+        values = np.array([result[split][metric] for result in results])
+        statistics[metric] = {"mean": float(values.mean()),
+                              "std": float(values.std(ddof=1)) if len(values) > 1 else None}
+    return statistics
+
+
+def summarise(model: str, dataset_name: str, search: dict, configurations: list[Configuration],
+              out: Path, errors: dict[str, str], legacy_test_selection: bool) -> dict:
+    """The summary of a tune from the result files of its trials (``errors``: this run's failures
+    by trial directory). Only configurations with every seed finished can be chosen."""
+    seeds = search["seeds"]
+    records, failed = [], []
+    for configuration in configurations:
+        results, trials = [], []
+        for seed in seeds:
+            relative = trial_directory(configuration.id, seed)
+            result_path = out / relative / "result.json"
+            if not result_path.exists():
+                failed.append({"id": configuration.id, "seed": seed, "directory": relative,
+                               "error": errors.get(str(out / relative), "no result.json")})
+                continue
+            result = json.loads(result_path.read_text())
+            results.append(result)
+            trials.append({"seed": seed, "directory": relative, "best_epoch": result["best_epoch"],
+                           "epochs_run": result["epochs_run"],
+                           f"valid_{SELECTION_METRIC}": result["valid"][SELECTION_METRIC],
+                           f"test_{SELECTION_METRIC}": result["test"][SELECTION_METRIC]})
+        records.append({"id": configuration.id, "settings": configuration.searched,
+                        "complete": len(results) == len(seeds), "valid": _statistics(results, "valid"),
+                        "test": _statistics(results, "test"), "trials": trials})
+    split = "test" if legacy_test_selection else "valid"
+    chosen = max((record for record in records if record["complete"]),
+                 key=lambda record: record[split][SELECTION_METRIC]["mean"], default=None)
+    summary = {"warning": LEGACY_WARNING} if legacy_test_selection else {}
+    summary.update({
+        "model": model,
+        "dataset": dataset_name,
+        "search": search,
+        "selection": {"split": split, "metric": SELECTION_METRIC, "statistic": "mean over seeds",
+                      "legacy_test_selection": legacy_test_selection},
+        "std": STD_DEFINITION,
+        "configurations": records,
+        "chosen": None if chosen is None else {key: chosen[key] for key in ("id", "settings", "valid", "test")},
+        "failed_trials": failed,
+    })
+    return summary
+
+
+def format_settings(settings: dict) -> str:
+    """``{"n_layers": 2, "reg_weight": 0.001}`` → ``n_layers=2, reg_weight=0.001`` (``defaults`` if empty)."""
+    return ", ".join(f"{key}={value}" for key, value in settings.items()) or "defaults"
+
+
+def format_statistic(statistic: dict) -> str:
+    """``{"mean": 0.21, "std": 0.004}`` → ``0.2100 ± 0.0040``."""
+    std = "—" if statistic["std"] is None else f"{statistic['std']:.4f}"
+    return f"{statistic['mean']:.4f} ± {std}"
+
+
+def configurations_table(summary: dict) -> str:
+    """Markdown table of every configuration's mean ± std over seeds; the chosen one in bold."""
+    columns = [(split, metric) for split in ("valid", "test") for metric in SUMMARY_METRICS]
+    chosen_id = summary["chosen"]["id"] if summary["chosen"] else None
+    lines = ["| config | settings | seeds | " + " | ".join(f"{s} {m}" for s, m in columns) + " |",
+             "|---" * (3 + len(columns)) + "|"]
+    for record in summary["configurations"]:
+        label = f"**`{record['id']}` (chosen)**" if record["id"] == chosen_id else f"`{record['id']}`"
+        seeds = f"{len(record['trials'])}/{len(summary['search']['seeds'])}"
+        cells = ["—" if record[split] is None else format_statistic(record[split][metric])
+                 for split, metric in columns]
+        lines.append(f"| {label} | {format_settings(record['settings'])} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(summary: dict) -> str:
+    """The human-readable ``summary.md`` of a tune."""
+    search, selection = summary["search"], summary["selection"]
+    lines = [f"# Tune: {summary['model']} on {summary['dataset']}", ""]
+    if selection["legacy_test_selection"]:
+        lines += [f"> **{LEGACY_WARNING}.** The configuration was chosen by its mean TEST "
+                  f"{selection['metric']} (MMRec's search), so its test metrics are optimistically biased "
+                  "and are not a held-out result.", ""]
+    searched = ", ".join(f"{key} ∈ {{{', '.join(map(str, values))}}}" for key, values in search["grid"].items())
+    sampling = (f"random sample of {search['random']['count']} grid points (search seed {search['random']['seed']})"
+                if search["random"] else "full grid")
+    lines += [f"Searched: {searched or 'nothing (defaults)'} — {sampling}, "
+              f"{len(summary['configurations'])} configurations; fixed: {format_settings(search['fixed_settings'])}; "
+              f"seeds {', '.join(map(str, search['seeds']))}.",
+              f"Selection: the highest mean {selection['split'].upper()} {selection['metric']} over the seeds. "
+              f"± is the {summary['std']}.", ""]
+    chosen = summary["chosen"]
+    if chosen is None:
+        lines += ["## No configuration chosen: none has every seed finished", ""]
+    else:
+        lines += [f"## Chosen configuration: `{chosen['id']}` ({format_settings(chosen['settings'])})", "",
+                  "| split | " + " | ".join(SUMMARY_METRICS) + " |", "|---" * (1 + len(SUMMARY_METRICS)) + "|"]
+        for split in ("valid", "test"):
+            cells = [format_statistic(chosen[split][metric]) for metric in SUMMARY_METRICS]
+            lines.append(f"| {split} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## All configurations (mean ± std over seeds)", "", configurations_table(summary), ""]
+    if summary["failed_trials"]:
+        lines += ["## Unfinished trials", ""]
+        lines += [f"- `{trial['directory']}`: {trial['error']}" for trial in summary["failed_trials"]]
+        lines.append("")
+    return "\n".join(lines)
