@@ -1,21 +1,22 @@
-"""FITMM training speed and memory against its compute floor (and LightGCN for scale).
+"""Training speed and peak memory per model, and FITMM against its compute floor.
 
 For each dataset, in a fresh process per model (so peak RSS is that model's own):
 
-- FITMM and LightGCN training epochs (the trainer's own epoch loop, evaluation excluded): median
-  of ``--epochs`` epochs; on the larger sets, where a whole epoch takes minutes, ``--max-batches``
-  batches per epoch are timed and the epoch is the median batch time × the number of batches
-  (flagged ``"estimated": true``);
-- FITMM's compute floor, measured in the same process right after: the unavoidable dense work of
-  one epoch, i.e. the content projections (Linear(width→256), LeakyReLU, Linear(256→64) per
-  content modality, raw features trainable as in FITMM's defaults) forward and backward over all
-  items, once per training batch.
+- training epochs (the trainer's own epoch loop, evaluation excluded): median of ``--epochs``
+  epochs; with ``--max-batches N`` on the larger sets, where a whole epoch takes minutes, N batches
+  per epoch are timed and the epoch is the median batch time × the number of batches (flagged
+  ``"estimated": true``);
+- for FITMM, its compute floor, measured in the same process right after: the unavoidable dense
+  work of one epoch, i.e. the content projections (Linear(width→256), LeakyReLU, Linear(256→64)
+  per content modality, raw features trainable as in FITMM's defaults) forward and backward over
+  all items, once per training batch.
 
 ml100k uses its real features. The Amazon sets (baby, sports, clothing from ../shared/data) have
 no features here: random 4096-d image and 384-d text features are made up FOR TIMING ONLY and the
 JSON labels them so; they say nothing about accuracy.
 
-    python benchmarks/fitmm_speed.py [--datasets ml100k,baby] [--epochs 3] [--max-batches 0]
+    python benchmarks/training_speed.py [--datasets ml100k,baby] [--models fitmm,lightgcn] [--epochs 3]
+                                        [--max-batches 0]
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-batches", type=int, default=0,
                         help="time at most this many batches per epoch on the Amazon sets (0 = all)")
-    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "fitmm_speed.json"))
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "training_speed.json"))
     parser.add_argument("--child", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -155,7 +156,7 @@ def main() -> None:
             floor = f", floor {row['floor_epoch_seconds']:.2f} s ({row['epoch_over_floor']:.2f}×)" if "floor_epoch_seconds" in row else ""
             print(f"{dataset:<9} {model:<9} epoch {row['median_epoch_seconds']:.2f} s{' (est.)' if row['estimated'] else ''}"
                   f"{floor}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-    report = {"benchmark": "fitmm_speed", "torch_threads": torch.get_num_threads(),
+    report = {"benchmark": "training_speed", "torch_threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "results": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,11 @@
-"""The ``fitmm tune``, ``fitmm compare`` and ``fitmm report`` commands (logic in ``fitmm.experiments``)."""
+"""The ``fitmm tune``, ``suite``, ``compare`` and ``report`` commands (logic in ``fitmm.experiments``)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _seed_list(text: str) -> list[int]:
@@ -69,8 +70,25 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suite(args: argparse.Namespace) -> int:
+    from fitmm.experiments import LocalBackend, RayBackend
+    from fitmm.experiments.suite import load_suite, run_suite, suite_markdown
+
+    suite = load_suite(args.file)
+    backend = RayBackend(args.ray_address) if args.ray_address else LocalBackend(args.workers)
+    summary = run_suite(suite, args.out, backend, progress=not args.quiet)
+    command = f"fitmm suite {args.file} --out {args.out}" + (f" --page {args.page}" if args.page else "")
+    page = Path(args.page) if args.page else Path(args.out) / "summary.md"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(suite_markdown(summary, command))
+    unfinished = [row["name"] for row in summary["rows"] if row["seeds_finished"] < len(summary["seeds"])]
+    print(f"{suite.title}: {len(summary['rows'])} variants × {len(summary['seeds'])} seeds; table written to {page}"
+          + (f"; unfinished: {', '.join(unfinished)}" if unfinished else ""))
+    return 1 if unfinished else 0
+
+
 def add_experiment_commands(subparsers) -> None:
-    """Add ``tune``, ``compare`` and ``report`` to the ``fitmm`` command's subparsers."""
+    """Add ``tune``, ``suite``, ``compare`` and ``report`` to the ``fitmm`` command's subparsers."""
     tune = subparsers.add_parser(
         "tune", help="hyperparameter search over seeds, selected on validation; writes OUT/summary.{json,md}")
     tune.add_argument("--model", default="fitmm", help="model name (see `fitmm models`); default fitmm")
@@ -114,3 +132,14 @@ def add_experiment_commands(subparsers) -> None:
     report.add_argument("directory", metavar="RUN_DIR", help="run directory or tune directory")
     report.add_argument("--out", help="where to write report.md and the pictures (default RUN_DIR/report)")
     report.set_defaults(func=_report)
+
+    suite = subparsers.add_parser(
+        "suite", help="named model variants × seeds on one dataset as one table (results page, ablations)")
+    suite.add_argument("file", help="suite YAML (see experiments/*.yaml)")
+    suite.add_argument("--out", required=True, help="suite directory; trials go to OUT/trials/<variant>-seed<seed>/")
+    suite.add_argument("--page", help="Markdown table to write (default OUT/summary.md)")
+    where = suite.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
+    where.add_argument("--ray-address", metavar="auto|HOST:PORT", help="run the trials on this Ray cluster")
+    suite.add_argument("--quiet", action="store_true", help="no progress bar")
+    suite.set_defaults(func=_suite)

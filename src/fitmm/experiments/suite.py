@@ -1,0 +1,163 @@
+"""A suite: named model variants, each trained on several seeds on one dataset, as one table.
+
+The toolkit's results page (every model of the registry) and FITMM's ablation table are suites,
+described by YAML files in ``experiments/``::
+
+    title: Every model on ml100k
+    dataset: ml100k
+    seeds: [999, 1, 2]
+    settings: {}                 # optional, applied to every variant (e.g. an epoch limit)
+    variants:
+      - {name: LightGCN, model: lightgcn}
+      - {name: FITMM (paper), model: fitmm, settings: {preset: paper}}
+
+Each trial is a normal run directory ``OUT/trials/<variant>-seed<seed>/``; finished trials are
+skipped when the suite is run again, interrupted ones resume. Every number is the test metric at
+the best validation epoch of each seed (PROTOCOL's selection), reported as mean ± sample standard
+deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from fitmm.data import load_dataset
+from fitmm.errors import InputError
+from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
+from fitmm.experiments.tune import format_settings, format_statistic
+from fitmm.training.config import read_config_file, resolve_config
+from fitmm.training.trainer import atomic_write_bytes
+
+log = logging.getLogger("fitmm.experiments")
+
+TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    model: str
+    settings: dict
+
+
+@dataclass(frozen=True)
+class Suite:
+    title: str
+    dataset: str
+    seeds: list[int]
+    variants: list[Variant]
+    note: str
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and check a suite file (every variant's settings are validated against its model)."""
+    content = read_config_file(path)
+    for key in ("dataset", "seeds", "variants"):
+        if key not in content:
+            raise InputError(f"{path}: missing '{key}'")
+    shared = content.get("settings") or {}
+    variants = []
+    for index, entry in enumerate(content["variants"], start=1):
+        if not isinstance(entry, dict) or "name" not in entry or "model" not in entry:
+            raise InputError(f"{path}: variant {index} needs a name and a model")
+        settings = {**shared, **(entry.get("settings") or {})}
+        if "seed" in settings:
+            raise InputError(f"{path}: variant '{entry['name']}' fixes the seed; seeds come from 'seeds'")
+        resolve_config(entry["model"], overrides=settings)  # unknown model or setting → clear error
+        variants.append(Variant(str(entry["name"]), entry["model"], settings))
+    names = [variant.name for variant in variants]
+    if len(set(names)) < len(names):
+        raise InputError(f"{path}: two variants share a name")
+    seeds = [int(seed) for seed in content["seeds"]]
+    return Suite(str(content.get("title", Path(path).stem)), str(content["dataset"]), seeds, variants,
+                 str(content.get("note", "")).strip())
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None, progress: bool = True) -> dict:
+    """Train every variant on every seed (skipping finished trials) and summarise; writes OUT/summary.json."""
+    data = load_dataset(suite.dataset)
+    dataset_key = data.source or data.name
+    out = Path(out).resolve()
+    requests = {
+        variant.name: [
+            TrialRequest(variant.model, dataset_key, str(out / "trials" / f"{_slug(variant.name)}-seed{seed}"), seed,
+                         variant.settings, resolve_config(variant.model, overrides=variant.settings)["device"])
+            for seed in suite.seeds
+        ]
+        for variant in suite.variants
+    }
+    pending = [r for rs in requests.values() for r in rs if not Path(r.directory, "result.json").exists()]
+    total = sum(len(rs) for rs in requests.values())
+    errors = {}
+    with tqdm(total=total, initial=total - len(pending), unit="trial", desc=suite.title,
+              disable=not progress, dynamic_ncols=True) as bar:
+        for request, error in (backend or LocalBackend()).run(pending):
+            if error is not None:
+                errors[request.directory] = error
+                log.warning("trial %s failed: %s", request.directory, error)
+            bar.update()
+    rows = []
+    for variant in suite.variants:
+        results = [json.loads(Path(r.directory, "result.json").read_text())
+                   for r in requests[variant.name] if Path(r.directory, "result.json").exists()]
+        row = {"name": variant.name, "model": variant.model, "settings": variant.settings,
+               "seeds_finished": len(results),
+               "failed": [errors[r.directory] for r in requests[variant.name] if r.directory in errors]}
+        if results:
+            row["test"] = {m: _mean_std([r["test"][m] for r in results]) for m in TABLE_METRICS}
+            row["valid_recall@20"] = _mean_std([r["valid"]["recall@20"] for r in results])
+            row["best_epoch"] = _mean_std([r["best_epoch"] for r in results])
+            row["train_seconds_per_epoch"] = statistics.fmean(
+                statistics.median(r["train_seconds_per_epoch"]) if r["train_seconds_per_epoch"] else 0.0
+                for r in results)
+        rows.append(row)
+    summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(summary, indent=2, ensure_ascii=False).encode()
+    atomic_write_bytes(out / "summary.json", lambda handle: handle.write(text))
+    return summary
+
+
+def suite_markdown(summary: dict, command: str) -> str:
+    """The summary as a Markdown page: one row per variant, how it was produced, and its caveats."""
+    lines = [f"# {summary['title']}", "",
+             f"Dataset `{summary['dataset']}`, seeds {', '.join(map(str, summary['seeds']))}. Test metrics at the "
+             "epoch of best validation recall@20 of each seed (no test information used for any choice), "
+             "mean ± sample standard deviation over the seeds; seconds per epoch: median training epoch "
+             "(evaluation excluded), averaged over the seeds.", "",
+             f"Produced by `{command}`.", ""]
+    if summary["note"]:
+        lines += [summary["note"], ""]
+    header = ["variant", "model", "settings", *(f"test {m}" for m in TABLE_METRICS), "valid recall@20",
+              "best epoch", "s/epoch", "seeds"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in summary["rows"]:
+        settings = format_settings(row["settings"])
+        if "test" not in row:
+            cells = ["–"] * (len(TABLE_METRICS) + 3)
+        else:
+            cells = [format_statistic(row["test"][m]) for m in TABLE_METRICS] + [
+                format_statistic(row["valid_recall@20"]), f"{row['best_epoch']['mean']:.0f}",
+                f"{row['train_seconds_per_epoch']:.2f}"]
+        finished = f"{row['seeds_finished']}/{len(summary['seeds'])}"
+        lines.append(f"| {row['name']} | `{row['model']}` | {settings} | " + " | ".join(cells) + f" | {finished} |")
+    failures = [(row["name"], error) for row in summary["rows"] for error in row["failed"]]
+    if failures:
+        lines += ["", "Failed trials:", ""] + [f"- {name}: {error}" for name, error in failures]
+    return "\n".join(lines) + "\n"
