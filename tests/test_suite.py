@@ -30,6 +30,9 @@ def test_suite_table_and_restart(tmp_path):
     path = tmp_path / "suite.yaml"
     path.write_text(SUITE)
     page = tmp_path / "page.md"
+    empty = run(["suite", str(path), "--out", str(tmp_path / "out"), "--page", str(page), "--table-only", "--quiet"])
+    assert empty.returncode == 1 and "unfinished: Popularity, BPR-MF strong reg" in empty.stdout
+    assert not (tmp_path / "out" / "trials").exists() and "| Popularity | `pop` | epochs=1 | – |" in page.read_text()
     first = run(["suite", str(path), "--out", str(tmp_path / "out"), "--page", str(page), "--quiet"])
     assert first.returncode == 0, first.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

@@ -89,8 +89,12 @@ def _mean_std(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None, progress: bool = True) -> dict:
-    """Train every variant on every seed (skipping finished trials) and summarise; writes OUT/summary.json."""
+def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None, progress: bool = True,
+              train: bool = True) -> dict:
+    """Train every variant on every seed (skipping finished trials) and summarise; writes OUT/summary.json.
+
+    With ``train=False`` nothing is trained: the table summarises the trials finished so far.
+    """
     data = load_dataset(suite.dataset)
     dataset_key = data.source or data.name
     out = Path(out).resolve()
@@ -102,7 +106,8 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
         ]
         for variant in suite.variants
     }
-    pending = [r for rs in requests.values() for r in rs if not Path(r.directory, "result.json").exists()]
+    pending = [r for rs in requests.values() for r in rs
+               if train and not Path(r.directory, "result.json").exists()]
     total = sum(len(rs) for rs in requests.values())
     errors = {}
     with tqdm(total=total, initial=total - len(pending), unit="trial", desc=suite.title,

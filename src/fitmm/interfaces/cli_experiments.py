@@ -76,7 +76,7 @@ def _suite(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.file)
     backend = RayBackend(args.ray_address) if args.ray_address else LocalBackend(args.workers)
-    summary = run_suite(suite, args.out, backend, progress=not args.quiet)
+    summary = run_suite(suite, args.out, backend, progress=not args.quiet, train=not args.table_only)
     command = f"fitmm suite {args.file} --out {args.out}" + (f" --page {args.page}" if args.page else "")
     page = Path(args.page) if args.page else Path(args.out) / "summary.md"
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -141,5 +141,7 @@ def add_experiment_commands(subparsers) -> None:
     where = suite.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
     where.add_argument("--ray-address", metavar="auto|HOST:PORT", help="run the trials on this Ray cluster")
+    suite.add_argument("--table-only", action="store_true",
+                       help="train nothing: tabulate the trials finished so far (e.g. while the suite runs)")
     suite.add_argument("--quiet", action="store_true", help="no progress bar")
     suite.set_defaults(func=_suite)
