@@ -11,7 +11,7 @@ from fitmm.data.dataset import Dataset, Modality
 from fitmm.errors import InputError
 from fitmm.graph.adjacency import user_item_block
 from fitmm.models.content import content_features
-from fitmm.models.lgmrec import LGMRec, hypergraph_propagation
+from fitmm.models.lgmrec import LGMRec, hypergraph_propagation, summed_nce
 from fitmm.models.mgcn import MGCN
 from fitmm.models.smore import SMORE
 
@@ -161,6 +161,18 @@ def test_lgmrec_modality_user_init_is_the_mean_of_the_users_items(toy):
     for user in range(toy.n_users):
         history = toy.train[user].indices
         torch.testing.assert_close(users[user], items[history].mean(dim=0))
+
+
+def test_lgmrec_nce_contrasts_against_every_candidate():
+    generator = torch.Generator().manual_seed(0)
+    anchors, positives = torch.randn(2, 3, 8, generator=generator, dtype=torch.float64)
+    candidates = torch.randn(10, 8, generator=generator, dtype=torch.float64)
+    cos = torch.nn.functional.cosine_similarity
+    expected = sum(
+        -torch.log(torch.exp(cos(a, p, dim=0) / 0.2) / torch.exp(cos(a[None], candidates) / 0.2).sum())
+        for a, p in zip(anchors, positives)
+    )
+    torch.testing.assert_close(summed_nce(anchors, positives, candidates, 0.2), expected)
 
 
 def test_lgmrec_contrastive_term_is_summed_over_the_batch(toy):

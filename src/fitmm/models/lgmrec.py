@@ -52,9 +52,9 @@ TEMPERATURE = 0.2
 def summed_nce(anchors: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor,
                temperature: float) -> torch.Tensor:
     """Σ_b −log(exp(cos(a_b, p_b)/τ) / Σ_j exp(cos(a_b, c_j)/τ)) over every row j of ``candidates``."""
-    anchors, positives, candidates = (F.normalize(x, dim=1) for x in (anchors, positives, candidates))
-    positive_logits = (anchors * positives).sum(dim=1) / temperature
-    return (torch.logsumexp(anchors @ candidates.T / temperature, dim=1) - positive_logits).sum()
+    anchors = F.normalize(anchors, dim=1) / temperature  # scaled before the B×n product, not after
+    positive_logits = (anchors * F.normalize(positives, dim=1)).sum(dim=1)
+    return (torch.logsumexp(anchors @ F.normalize(candidates, dim=1).T, dim=1) - positive_logits).sum()
 
 
 def hypergraph_propagation(item_memberships: torch.Tensor, user_memberships: torch.Tensor,

@@ -28,7 +28,7 @@ def half_squares(*tensors: torch.Tensor, divisor: float) -> torch.Tensor:
 
 def info_nce(x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
     """In-batch InfoNCE: row b of x against row b of y, the other rows of y are the negatives."""
-    x = F.normalize(x, dim=1)
+    x = F.normalize(x, dim=1) / temperature  # scaling the rows is cheaper than the batch × batch logits
     y = F.normalize(y, dim=1)
-    logits = x @ y.T / temperature
+    logits = x @ y.T
     return F.cross_entropy(logits, torch.arange(x.shape[0], device=x.device))

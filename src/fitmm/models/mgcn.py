@@ -22,6 +22,10 @@ decision, BASELINES.md §1.6) gives items without real content only a self-loop 
 graph; ``false`` reproduces the reference, where placeholder rows are ordinary content. Either
 way placeholder rows are replaced by the mean of the real rows (``fitmm.models.content``).
 
+The fuser's softmax runs over the two modalities, as in MMRec's copy and BASELINES.md; note that
+the revision of the authors' repository stored at commit 09095cb builds it with ``dim=0`` (over
+nodes), which is not reproduced here.
+
 The parts SMORE shares with MGCN (ID tables, fine-tuned features and their projections, the
 behaviour view, the KNN-w item views, the loss) live in :class:`MultiViewRecommender`.
 """
@@ -47,7 +51,10 @@ from fitmm.models.losses import bpr_loss, half_squares, info_nce
 from fitmm.models.registry import register
 
 REFERENCE_BATCH_SIZE = 2048
-"""HS divisor: the references divide by their configured batch size, 2048 in every published run."""
+"""HS divisor: the references divide by their configured batch size, 2048 in every published run.
+
+It stays 2048 when ``batch_size`` is changed here (the model does not see the training settings),
+so ``reg_weight`` keeps the meaning of the published values."""
 
 CONTRASTIVE_TEMPERATURE = 0.2
 """InfoNCE temperature, hard-coded in the MGCN and SMORE references."""

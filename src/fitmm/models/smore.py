@@ -85,13 +85,13 @@ class SMORE(MultiViewRecommender):
         image_spectrum = torch.fft.rfft(image, dim=1, norm="ortho")
         text_spectrum = torch.fft.rfft(text, dim=1, norm="ortho")
 
-        def back(spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        def filtered(spectrum: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
             return torch.fft.irfft(spectrum * torch.view_as_complex(weights), n=width, dim=1, norm="ortho")
 
         return (
-            back(image_spectrum, self.image_filter),
-            back(text_spectrum, self.text_filter),
-            back(image_spectrum * text_spectrum, self.fusion_filter),
+            filtered(image_spectrum, self.image_filter),
+            filtered(text_spectrum, self.text_filter),
+            filtered(image_spectrum * text_spectrum, self.fusion_filter),
         )
 
     def preference_attention(self, fusion_view: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
