@@ -100,17 +100,22 @@ def sparse_mm(matrix: torch.Tensor, dense: torch.Tensor, transposed: torch.Tenso
     return _SparseDenseProduct.apply(matrix, matrix if transposed is None else transposed, dense)
 
 
-def propagate(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
-    """Layers X⁰ = x, X^{l+1} = Â X^l for l < n_layers over a symmetric Â; all n_layers + 1 of them."""
+def propagate(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int,
+              transposed: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Layers X⁰ = x, X^{l+1} = Â X^l for l < n_layers; all n_layers + 1 of them.
+
+    ``transposed`` is Âᵀ for a non-symmetric Â (None: Â is symmetric).
+    """
     layers = [x]
     for _ in range(n_layers):
-        layers.append(sparse_mm(adjacency, layers[-1]))
+        layers.append(sparse_mm(adjacency, layers[-1], transposed))
     return layers
 
 
-def layer_mean(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
+def layer_mean(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int,
+               transposed: torch.Tensor | None = None) -> torch.Tensor:
     """LightGCN's combination: the mean of layers 0..n_layers."""
-    return torch.stack(propagate(adjacency, x, n_layers)).mean(dim=0)
+    return torch.stack(propagate(adjacency, x, n_layers, transposed)).mean(dim=0)
 
 
 def layer_sum(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -52,14 +52,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fitmm.data.dataset import Dataset
-from fitmm.graph.adjacency import row_normalized_with_self_loops, scipy_to_torch, sparse_mm
+from fitmm.graph.adjacency import layer_mean, row_normalized_with_self_loops, scipy_to_torch, sparse_mm
 from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
 from fitmm.models.content import available_content, content_knn_graph, register_features
-from fitmm.models.losses import bpr_loss, half_squares
+from fitmm.models.losses import REFERENCE_BATCH_SIZE, bpr_loss, half_squares
 from fitmm.models.registry import register
-
-REFERENCE_BATCH_SIZE = 2048
-"""HS divisor: the references divide by their configured batch size, 2048 in every published run."""
 
 SIMILARITY_BLOCK_ROWS = 2048
 """Rows of the item–item cosine similarity computed at a time when the learned graph is built."""
@@ -189,10 +186,8 @@ class LATTICE(Recommender):
 
     def propagate(self, graph: ItemGraph) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_u, z_i): the backbone's layer mean over Â_row+I, items plus the row-normalised H."""
-        layers = [torch.cat([self.user_embedding, self.item_embedding])]
-        for _ in range(self.n_ui_layers):
-            layers.append(sparse_mm(self.adjacency, layers[-1], self.adjacency_t))
-        backbone = torch.stack(layers).mean(dim=0)
+        backbone = layer_mean(self.adjacency, torch.cat([self.user_embedding, self.item_embedding]),
+                              self.n_ui_layers, self.adjacency_t)
         items = backbone[self.n_users:] + F.normalize(self.convolve_items(graph), dim=1)
         return backbone[: self.n_users], items
 

@@ -21,6 +21,12 @@ def plain_norms(*tensors: torch.Tensor, divisor: float) -> torch.Tensor:
     return sum(torch.linalg.norm(t) for t in tensors) / divisor
 
 
+REFERENCE_BATCH_SIZE = 2048
+"""HS divisor of LATTICE, MGCN and SMORE: their references divide by the configured batch size, 2048
+in every published run. It stays 2048 when ``batch_size`` is changed here (a model does not see the
+training settings), so ``reg_weight`` keeps the meaning of the published values."""
+
+
 def half_squares(*tensors: torch.Tensor, divisor: float) -> torch.Tensor:
     """HS: ½ Σ ‖X‖_F², divided by ``divisor`` (the configured batch size in the references)."""
     return 0.5 * sum(t.pow(2).sum() for t in tensors) / divisor

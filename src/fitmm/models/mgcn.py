@@ -47,14 +47,8 @@ from fitmm.graph.adjacency import (
 )
 from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
 from fitmm.models.content import content_features, content_knn_graph, register_features
-from fitmm.models.losses import bpr_loss, half_squares, info_nce
+from fitmm.models.losses import REFERENCE_BATCH_SIZE, bpr_loss, half_squares, info_nce
 from fitmm.models.registry import register
-
-REFERENCE_BATCH_SIZE = 2048
-"""HS divisor: the references divide by their configured batch size, 2048 in every published run.
-
-It stays 2048 when ``batch_size`` is changed here (the model does not see the training settings),
-so ``reg_weight`` keeps the meaning of the published values."""
 
 CONTRASTIVE_TEMPERATURE = 0.2
 """InfoNCE temperature, hard-coded in the MGCN and SMORE references."""
