@@ -205,3 +205,16 @@ def test_fitmm_learns_on_ml100k(tmp_path):
     assert result["test"]["ndcg@20"] > popularity["test"]["ndcg@20"]
     assert set(result["diagnostics"]) >= {"band_energy_share", "gate_mean", "band_weights"}
     assert len(result["history"]["diagnostics"]) == 6
+
+
+def test_user_graph_from_content_profiles(ml100k):
+    model = make(ml100k, user_graph_k=5)
+    graph = model.user_graph.to_dense()
+    assert graph.shape == (ml100k.n_users, ml100k.n_users)
+    assert torch.all((graph > 0).sum(dim=1) >= 5)  # every user keeps its own top-k of each modality
+    views = model._views()
+    expected = graph @ torch.cat(list(model.user_preference), dim=1)
+    torch.testing.assert_close(views["user_graph"], expected, atol=1e-5, rtol=1e-4)
+    parts = model.loss(*batch(ml100k))
+    parts["loss"].backward()
+    assert torch.isfinite(parts["loss"])

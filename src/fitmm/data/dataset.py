@@ -89,11 +89,6 @@ class Dataset:
         in_train = np.diff(self.train.indptr) > 0
         return np.flatnonzero(has_truth & in_train)
 
-    @property
-    def train_items(self) -> np.ndarray:
-        """Items that occur in the training split (the negative-sampling pool)."""
-        return np.flatnonzero(np.diff(self.train.tocsc().indptr) > 0)
-
     def summary(self) -> dict:
         """Sizes, density and feature coverage, as printed by ``fitmm info``."""
         n_train, n_valid, n_test = (int(m.nnz) for m in (self.train, self.valid, self.test))

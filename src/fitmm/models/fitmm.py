@@ -43,7 +43,7 @@ from fitmm.graph.adjacency import (
 )
 from fitmm.graph.bottleneck import band_allocation_gains, band_ib_lagrangian, band_snr, gate_ib_surrogate
 from fitmm.graph.knn import knn_graph, mix_graphs
-from fitmm.graph.spectral import modality_band_decompose
+from fitmm.graph.spectral import band_energies, modality_band_decompose
 from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
 from fitmm.models.content import content_features, register_features
 from fitmm.models.losses import bpr_loss
@@ -371,7 +371,7 @@ class FITMM(Recommender):
                "open_bands": self.open_bands().tolist()}
         for side, values in sides.items():
             bands = values["bands"]
-            energy = bands.reshape(self.n_bands, bands.shape[1], n_modalities, self.d).square().sum(dim=(1, 3))
+            energy = band_energies(bands, n_modalities)
             share = energy / energy.sum(dim=0, keepdim=True).clamp_min(1e-12)
             out["band_energy_share"][side] = {m: share[:, i].tolist() for i, m in enumerate(self.modalities)}
             gate = values["gate"]
