@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
-from fitmm.training.config import default_config, load_settings_yaml, parse_overrides, resolve_config
+from fitmm.training.config import default_config, load_settings_yaml, resolve_config
 from fitmm.training.trainer import atomic_write_bytes
 
 log = logging.getLogger("fitmm.experiments")

@@ -53,6 +53,12 @@ class Recommender(nn.Module):
         return {}
 
 
+def xavier_uniform_table(rows: int, width: int) -> nn.Parameter:
+    """A free (rows × width) parameter, Xavier-uniform on its own shape as in the references
+    (ID embedding tables, LGMRec's bias-free projections)."""
+    return nn.Parameter(nn.init.xavier_uniform_(torch.empty(rows, width)))
+
+
 def embedding_scorer(users_embedding: torch.Tensor, items_embedding: torch.Tensor) -> ScoreFunction:
     """Dot-product scores of fixed user and item representations."""
 

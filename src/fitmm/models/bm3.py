@@ -34,7 +34,7 @@ from torch import nn
 
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, symmetric_normalized
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import available_content, register_features
 from fitmm.models.losses import plain_norms
 from fitmm.models.registry import register
@@ -67,10 +67,8 @@ class BM3(Recommender):
         content = available_content(dataset, self.registry_name)
         self.modalities = tuple(content)
 
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
         self.predictor = nn.Linear(embedding_size, embedding_size)
         nn.init.xavier_normal_(self.predictor.weight)
         self.projections = nn.ModuleDict()

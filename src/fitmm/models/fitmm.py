@@ -44,7 +44,7 @@ from fitmm.graph.adjacency import (
 from fitmm.graph.bottleneck import band_allocation_gains, band_ib_lagrangian, band_snr, gate_ib_surrogate
 from fitmm.graph.knn import knn_graph, mix_graphs
 from fitmm.graph.spectral import band_energies, modality_band_decompose
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import content_features, register_features
 from fitmm.models.losses import bpr_loss
 from fitmm.models.registry import register
@@ -165,7 +165,7 @@ class FITMM(Recommender):
         self.user_preference = nn.Parameter(torch.empty(n_modalities, self.n_users, embedding_size))
         for table in self.user_preference:
             nn.init.xavier_uniform_(table)
-        self.item_id_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(self.n_items, embedding_size)))
+        self.item_id_embedding = xavier_uniform_table(self.n_items, embedding_size)
         self.user_modality_weight = nn.Parameter(torch.softmax(torch.randn(self.n_users, n_modalities), dim=1))
         content = {name: content_features(dataset, name, "fitmm") for name in present}
         self.projections = nn.ModuleDict()

@@ -37,7 +37,7 @@ from torch import nn
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, sparse_mm, symmetric_normalized
 from fitmm.graph.knn import mix_graphs
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import available_content, content_knn_graph, register_features
 from fitmm.models.losses import bpr_loss
 from fitmm.models.registry import register
@@ -66,10 +66,8 @@ class FREEDOM(Recommender):
         content = available_content(dataset, self.registry_name)
         self.modalities = tuple(content)
 
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
         self.projections = nn.ModuleDict()
         graphs = {}
         for name, (features, mask) in content.items():

@@ -35,12 +35,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from fitmm.data.dataset import MODALITIES, Dataset
 from fitmm.errors import InputError
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, sparse_mm, symmetric_normalized
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import content_features, register_features
 from fitmm.models.losses import bpr_loss, plain_norms
 from fitmm.models.registry import register
@@ -96,14 +95,12 @@ class LGMRec(Recommender):
         self.deterministic_eval = deterministic_eval
         content = {name: content_features(dataset, name, self.registry_name)[0] for name in MODALITIES}
 
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
         for name, features in content.items():
             register_features(self, f"{name}_features", features, trainable=not freeze_features)
-            self.register_parameter(f"{name}_projection", _xavier_parameter(features.shape[1], embedding_size))
-            self.register_parameter(f"{name}_hyperedges", _xavier_parameter(features.shape[1], n_hyperedges))
+            self.register_parameter(f"{name}_projection", xavier_uniform_table(features.shape[1], embedding_size))
+            self.register_parameter(f"{name}_hyperedges", xavier_uniform_table(features.shape[1], n_hyperedges))
 
         binary = sp.csr_matrix(dataset.train, dtype=np.float32)
         binary.data[:] = 1.0
@@ -196,8 +193,3 @@ class LGMRec(Recommender):
             return final[user_ids.to(final.device)] @ final[self.n_users:].T
 
         return score
-
-
-def _xavier_parameter(rows: int, columns: int) -> nn.Parameter:
-    """A rows×columns Xavier-uniform parameter (the reference's bias-free projections)."""
-    return nn.Parameter(nn.init.xavier_uniform_(torch.empty(rows, columns)))

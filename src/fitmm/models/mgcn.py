@@ -45,7 +45,7 @@ from fitmm.graph.adjacency import (
     to_csr,
     user_item_block,
 )
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import content_features, content_knn_graph, register_features
 from fitmm.models.losses import REFERENCE_BATCH_SIZE, bpr_loss, half_squares, info_nce
 from fitmm.models.registry import register
@@ -89,10 +89,8 @@ class MultiViewRecommender(Recommender):
         self.cl_weight = cl_weight
         content = {name: content_features(dataset, name, self.registry_name) for name in MODALITIES}
 
-        self.user_embedding = nn.Parameter(torch.empty(self.n_users, embedding_size))
-        self.item_embedding = nn.Parameter(torch.empty(self.n_items, embedding_size))
-        nn.init.xavier_uniform_(self.user_embedding)
-        nn.init.xavier_uniform_(self.item_embedding)
+        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
         for name, (features, _) in content.items():
             register_features(self, f"{name}_features", features, trainable=not freeze_features)
         self.image_projection = nn.Linear(content["image"][0].shape[1], embedding_size)
