@@ -13,7 +13,7 @@ from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.interfaces.api import build_model
-from fitmm.models.fitmm import _pairwise_cosine_gap, _uniformity
+from fitmm.models.fitmm import _pairwise_cosine_gaps, _uniformity
 from fitmm.training.config import resolve_config
 
 
@@ -51,6 +51,10 @@ def test_final_representation_is_the_gated_weighted_band_sum(ml100k):
     item = sides["item"]
     expected = sum(omega[k] * item["gate"][:, k:k + 1] * item["bands"][k] for k in range(3))
     torch.testing.assert_close(item["final"], expected)
+    # scoring forms the same representation without the bands
+    with torch.no_grad():
+        scores = model.scorer()(torch.arange(7))
+    torch.testing.assert_close(scores, sides["user"]["final"][:7] @ item["final"].T, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("direction", ["positive", "dual"])
@@ -118,23 +122,42 @@ def test_bce_is_the_mean_over_both_logits(ml100k):
     assert parts["loss"].item() == pytest.approx(parts["rec"].item())
 
 
-def test_uniformity_equals_the_direct_computation_with_duplicates():
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: similarities far below the exp floor
+def test_uniformity_value_and_gradient_equal_the_direct_computation_with_duplicates(scale):
     generator = torch.Generator().manual_seed(0)
-    rows = torch.randn(10, 6, generator=generator)
+    rows = (torch.randn(10, 6, generator=generator, dtype=torch.float64) * scale).requires_grad_()
     index = torch.tensor([3, 1, 3, 3, 7, 1, 0])
     z = rows[index]
-    similarities = z @ z.T
-    direct = -(torch.log_softmax(similarities, dim=1)).mean(dim=1).mean()
-    assert _uniformity(rows, index).item() == pytest.approx(direct.item(), rel=1e-5)
+    direct = -(torch.log_softmax(z @ z.T, dim=1)).mean(dim=1).mean()
+    expected_gradient, = torch.autograd.grad(direct, rows)
+
+    distinct, inverse = torch.unique(index, return_inverse=True)
+    counts = torch.bincount(inverse)
+    ours = _uniformity(rows[distinct], counts)
+    gradient, = torch.autograd.grad(ours, rows)
+    assert ours.item() == pytest.approx(direct.item(), rel=1e-9)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-7, atol=1e-9)
 
 
-def test_pairwise_cosine_gap_by_hand():
+def test_pairwise_cosine_gaps_by_hand():
     # row 1: (1,0) vs (0,2): cos 0, gap 1; row 2: (1,1) vs (2,2): cos 1, gap 0
     parts = torch.tensor([[[1.0, 0.0], [0.0, 2.0]], [[1.0, 1.0], [2.0, 2.0]]])
-    assert _pairwise_cosine_gap(parts).item() == pytest.approx(0.5)
+    torch.testing.assert_close(_pairwise_cosine_gaps(parts), torch.tensor([1.0, 0.0]))
     # three vectors per row: pairs (0,1) cos 0, (0,2) cos 1, (1,2) cos 0 → gaps 1, 0, 1
     three = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [3.0, 0.0]]])
-    assert _pairwise_cosine_gap(three).item() == pytest.approx(2 / 3)
+    torch.testing.assert_close(_pairwise_cosine_gaps(three), torch.tensor([2 / 3]))
+
+
+def test_band_to_band_consistency_weights_duplicate_rows(ml100k):
+    model = make(ml100k, uniformity=False)
+    sides = model._sides()
+    users = torch.tensor([5, 5, 5, 9])
+    positives = torch.tensor([2, 7, 7, 7])
+    expected = sum(
+        _pairwise_cosine_gaps(sides[side]["bands"][:, rows].transpose(0, 1)).mean()
+        for side, rows in (("user", users), ("item", positives))
+    )
+    assert model._consistency_loss(sides, users, positives).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_cross_modal_consistency_is_zero_when_modalities_agree(ml100k):

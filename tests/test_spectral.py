@@ -3,7 +3,10 @@
 import pytest
 import torch
 
-from fitmm.graph.spectral import band_decompose, band_energies, band_sizes, modality_band_decompose
+from fitmm.graph.spectral import (
+    band_bases, band_decompose, band_energies, band_pieces, band_sizes, modality_band_decompose, modality_grams,
+    weighted_band_sum,
+)
 
 
 def svd_bands(x: torch.Tensor, n_bands: int) -> torch.Tensor:
@@ -139,3 +142,21 @@ def test_gradients_stay_finite_with_degenerate_spectra(case, n_modalities):
 def test_rejects_uneven_modality_split():
     with pytest.raises(ValueError):
         modality_band_decompose(torch.randn(5, 10), 3, 2)
+
+
+def test_bases_of_all_rows_give_any_rows_their_bands():
+    x = random_matrix(80, 12, seed=7)
+    full = modality_band_decompose(x, 2, 3)
+    bases = band_bases(modality_grams(x, 2), 3)
+    rows = torch.tensor([4, 0, 77, 4])
+    torch.testing.assert_close(band_pieces(x[rows], bases, 3), full[:, rows], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("per_row", [False, True])
+def test_weighted_band_sum_equals_the_weighted_bands(per_row):
+    x = random_matrix(2 * 50 * 12, 1, seed=8).view(2, 50, 12)  # two matrices decomposed together
+    bases = band_bases(modality_grams(x, 3), 2)
+    weights = random_matrix(50, 2, seed=9) if per_row else torch.tensor([0.3, -2.0], dtype=torch.float64)
+    bands = band_pieces(x, bases, 2)  # (2 bands, 2 matrices, 50, 12)
+    expected = sum((weights[:, k:k + 1] if per_row else weights[k]) * bands[k] for k in range(2))
+    torch.testing.assert_close(weighted_band_sum(x, bases, weights), expected, rtol=0, atol=1e-12)

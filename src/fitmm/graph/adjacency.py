@@ -115,9 +115,17 @@ def propagate(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int,
 def layer_mean(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int,
                transposed: torch.Tensor | None = None) -> torch.Tensor:
     """LightGCN's combination: the mean of layers 0..n_layers."""
-    return torch.stack(propagate(adjacency, x, n_layers, transposed)).mean(dim=0)
+    return _total(propagate(adjacency, x, n_layers, transposed)) / (n_layers + 1)
 
 
 def layer_sum(adjacency: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
     """The sum of layers 0..n_layers (FITMM's per-modality encoders)."""
-    return torch.stack(propagate(adjacency, x, n_layers)).sum(dim=0)
+    return _total(propagate(adjacency, x, n_layers))
+
+
+def _total(layers: list[torch.Tensor]) -> torch.Tensor:
+    """The sum of equally shaped tensors, added pairwise (stacking them first would copy them all)."""
+    total = layers[0]
+    for layer in layers[1:]:
+        total = total + layer
+    return total

@@ -72,6 +72,91 @@ class _SubspaceEigenvectors(torch.autograd.Function):
         return grad_gram.to(grad_eigenvectors.dtype), None, None
 
 
+def _modality_blocks(x: Tensor, n_modalities: int) -> Tensor:
+    """The columns of ``x`` (…×n×D) as ``n_modalities`` equal blocks: (…, n_modalities, n, D/n_modalities)."""
+    if x.dim() < 2:
+        raise ValueError(f"x must be a matrix or a batch of matrices, got shape {tuple(x.shape)}")
+    *batch, n_rows, width = x.shape
+    if n_modalities < 1 or width % n_modalities:
+        raise ValueError(f"{width} columns cannot be split into {n_modalities} equal modality blocks")
+    return x.reshape(*batch, n_rows, n_modalities, width // n_modalities).movedim(-2, -3)
+
+
+def _from_blocks(blocks: Tensor) -> Tensor:
+    """Inverse of ``_modality_blocks``: (…, m, n, d) back to (…, n, m·d)."""
+    return blocks.movedim(-3, -2).flatten(-2)
+
+
+class _ModalityGrams(torch.autograd.Function):
+    """x_mᵀx_m for every column block, each block read in place (no block-major copy of ``x``).
+
+    The backward is one product per block, x_m (Ḡ_m + Ḡ_mᵀ), written straight into the columns of
+    that block; autograd's generic rule for a block-major view takes two products and a transposing
+    copy of the whole gradient, several times slower on tall matrices.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, n_modalities: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.block_width = x.shape[-1] // n_modalities
+        return torch.stack([block.mT @ block for block in x.split(ctx.block_width, dim=-1)], dim=-3)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (x,) = ctx.saved_tensors
+        symmetric = grad + grad.mT
+        pieces = [block @ g for block, g in zip(x.split(ctx.block_width, dim=-1), symmetric.unbind(-3))]
+        return torch.cat(pieces, dim=-1), None
+
+
+def modality_grams(x: Tensor, n_modalities: int) -> Tensor:
+    """The d×d Gram matrix x_mᵀx_m of every modality block of ``x`` (…×n×D): (…, n_modalities, d, d)."""
+    _modality_blocks(x, n_modalities)  # validates the shape
+    return _ModalityGrams.apply(x, n_modalities)
+
+
+def band_bases(grams: Tensor, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS) -> Tensor:
+    """Right singular vectors V (columns by descending singular value) from Gram matrices (…, d, d).
+
+    Differentiable in ``grams`` for every use that depends on V only through the band projectors
+    V_k V_kᵀ of ``n_bands`` contiguous groups (``band_sizes``), as ``band_pieces`` and
+    ``weighted_band_sum`` do.
+    """
+    sizes = band_sizes(grams.shape[-1], n_bands)
+    band_of_direction = torch.repeat_interleave(torch.arange(n_bands), torch.tensor(sizes)).to(grams.device)
+    return _SubspaceEigenvectors.apply(grams, band_of_direction, gap_eps)
+
+
+def band_pieces(x: Tensor, bases: Tensor, n_bands: int) -> Tensor:
+    """The bands of the rows of ``x`` (…×n×D) in the bases of ``band_bases``: (n_bands, …, n, D).
+
+    ``bases`` is (…, m, d, d), one basis per modality block (it may come from other rows than
+    ``x``: the bases of a whole matrix applied to a few of its rows give those rows' bands). Band k
+    of block m is x_m V_k V_kᵀ, computed as the coefficients x_m V_k times V_kᵀ: 2·n·d² multiply-adds
+    per block for all bands together.
+    """
+    blocks = _modality_blocks(x, bases.shape[-3])
+    sizes = band_sizes(bases.shape[-1], n_bands)
+    pieces = [(blocks @ basis) @ basis.mT for basis in bases.split(sizes, dim=-1)]
+    return torch.stack([_from_blocks(piece) for piece in pieces])
+
+
+def weighted_band_sum(x: Tensor, bases: Tensor, weights: Tensor) -> Tensor:
+    """Σ_k w_k · band_k(x) without forming the bands: x_m V diag(w per direction) Vᵀ for every block.
+
+    ``x`` is (…×n×D) and ``bases`` (…, m, d, d) as in ``band_pieces``; ``weights`` is (n_bands,)
+    for weights shared by all rows or (n, n_bands) for one weight per row and band.
+    """
+    n_bands = weights.shape[-1]
+    sizes = band_sizes(bases.shape[-1], n_bands)
+    per_direction = torch.repeat_interleave(weights, torch.tensor(sizes, device=weights.device), dim=-1)
+    blocks = _modality_blocks(x, bases.shape[-3])
+    if weights.dim() == 2:
+        per_direction = per_direction.unsqueeze(-3)  # the same row weights for every block
+    return _from_blocks(((blocks @ bases) * per_direction) @ bases.mT)
+
+
 def modality_band_decompose(
     x: Tensor, n_modalities: int, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS
 ) -> Tensor:
@@ -80,26 +165,11 @@ def modality_band_decompose(
     Returns a tensor of shape (n_bands, …, n, D) whose band k is the concatenation of every block's
     band-k piece [B_k(x_1) | B_k(x_2) | …]; band 1 (index 0) holds each block's largest singular
     values. The bands sum to ``x`` and are mutually orthogonal within every block, on both sides.
-    Leading dimensions of ``x`` are independent matrices, decomposed together: all their blocks
-    share one batched eigen-decomposition, and all bands come from one batched product with the
-    stacked band projectors P_k = V_k V_kᵀ. Differentiable in ``x``.
+    Leading dimensions of ``x`` are independent matrices, decomposed together in one batched
+    eigen-decomposition. Differentiable in ``x``.
     """
-    if x.dim() < 2:
-        raise ValueError(f"x must be a matrix or a batch of matrices, got shape {tuple(x.shape)}")
-    *batch, n_rows, width = x.shape
-    if n_modalities < 1 or width % n_modalities:
-        raise ValueError(f"{width} columns cannot be split into {n_modalities} equal modality blocks")
-    block_width = width // n_modalities
-    sizes = band_sizes(block_width, n_bands)
-    band_of_direction = torch.repeat_interleave(torch.arange(n_bands), torch.tensor(sizes)).to(x.device)
-
-    blocks = x.reshape(*batch, n_rows, n_modalities, block_width).movedim(-2, -3)  # (…, m, n, d)
-    eigenvectors = _SubspaceEigenvectors.apply(blocks.mT @ blocks, band_of_direction, gap_eps)
-    projectors = torch.cat(
-        [basis @ basis.mT for basis in eigenvectors.split(sizes, dim=-1)], dim=-1
-    )  # (…, m, d, M·d): [P_1 | … | P_M]
-    pieces = (blocks @ projectors).unflatten(-1, (n_bands, block_width))  # (…, m, n, M, d)
-    return pieces.movedim(-2, 0).movedim(-3, -2).reshape(n_bands, *batch, n_rows, width)
+    bases = band_bases(modality_grams(x, n_modalities), n_bands, gap_eps=gap_eps)
+    return band_pieces(x, bases, n_bands)
 
 
 def band_decompose(x: Tensor, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS) -> Tensor:

@@ -43,7 +43,7 @@ from fitmm.graph.adjacency import (
 )
 from fitmm.graph.bottleneck import band_allocation_gains, band_ib_lagrangian, band_snr, gate_ib_surrogate
 from fitmm.graph.knn import knn_graph, mix_graphs
-from fitmm.graph.spectral import band_energies, modality_band_decompose
+from fitmm.graph.spectral import band_bases, band_energies, band_pieces, modality_grams, weighted_band_sum
 from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import content_features, register_features
 from fitmm.models.losses import bpr_loss
@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 
 CONTENT_MODALITIES = ("image", "text")
 SNR_MOMENTUM = 0.9
+EXP_FLOOR = -80.0
+"""Arguments of exp in the uniformity's log-sum-exp are floored here. Below about −87 float32 exp
+underflows, and PyTorch's vectorised CPU exp takes a path some 70× slower for such arguments; a
+term e^−80 next to the row's maximum term (1) is below float32 resolution, so the floor changes
+neither the value nor the gradient at float32 precision."""
 
 
 def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, image_weight: float,
@@ -67,31 +72,57 @@ def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: in
     return to_csr(next(iter(graphs.values())))
 
 
-def _uniformity(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+class _Uniformity(torch.autograd.Function):
+    """The uniformity term of a batch given as its distinct rows Z and their counts c.
+
+    With S = Z Zᵀ, N = Σc and P the count-weighted row softmax P_ab = c_b e^{S_ab} / Σ_b' c_b' e^{S_ab'},
+    the value is Σ_a c_a [log Σ_b c_b e^{S_ab} − Σ_b c_b S_ab / N] / N and dL/dS_ab = c_a (P_ab − c_b/N) / N,
+    so dL/dZ = (G + Gᵀ) Z. Written out by hand so that the r×r work is one product each way and a
+    few in-place passes, where the composed autograd graph keeps a dozen r×r temporaries.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        batch = counts.sum()
+        similarities = z @ z.T
+        mean_similarity = similarities @ counts / batch
+        weighted = similarities.add_(counts.log())
+        peak = weighted.amax(dim=1, keepdim=True)
+        softmax = weighted.sub_(peak).clamp_min_(EXP_FLOOR).exp_()
+        totals = softmax.sum(dim=1, keepdim=True)
+        softmax.div_(totals)
+        ctx.save_for_backward(z, counts, softmax)
+        log_partition = (peak + totals.log()).squeeze(1)
+        return ((log_partition - mean_similarity) * counts).sum() / batch
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        z, counts, softmax = ctx.saved_tensors
+        batch = counts.sum()
+        gradient = (softmax - counts / batch).mul_(counts.unsqueeze(1) * (grad / batch))
+        return (gradient + gradient.T) @ z, None
+
+
+def _uniformity(rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the row-softmax of Z Zᵀ (temperature 1) against the uniform target.
 
-    ``rows[index]`` are the batch's rows; duplicates are computed once and weighted by their count,
-    which gives exactly mean_b [logsumexp_b'(z_b·z_b') − mean_b'(z_b·z_b')].
+    The batch is given as its distinct ``rows`` and their ``counts``: duplicates are computed once
+    and weighted, which gives exactly mean_b [logsumexp_b'(z_b·z_b') − mean_b'(z_b·z_b')] over the
+    batch with its duplicates.
     """
-    distinct, inverse = torch.unique(index, return_inverse=True)
-    counts = torch.bincount(inverse, minlength=distinct.numel()).to(rows.dtype)
-    z = rows[distinct]
-    similarities = z @ z.T
-    batch = counts.sum()
-    log_partition = torch.logsumexp(similarities + counts.log(), dim=1)
-    mean_similarity = similarities @ counts / batch
-    return ((log_partition - mean_similarity) * counts).sum() / batch
+    return _Uniformity.apply(rows, counts.to(rows.dtype))
 
 
-def _pairwise_cosine_gap(parts: torch.Tensor) -> torch.Tensor:
-    """Mean over rows and over unordered pairs (a, b) of (1 − cos(parts[..., a, :], parts[..., b, :]))².
+def _pairwise_cosine_gaps(parts: torch.Tensor) -> torch.Tensor:
+    """Per leading index, the mean over unordered pairs (a, b) of (1 − cos(parts[..., a, :], parts[..., b, :]))².
 
-    ``parts`` is (…, P, w): P vectors per row, compared pairwise in one batched product.
+    ``parts`` is (…, P, w): P vectors per row, compared pairwise in one batched product; returns (…).
     """
     unit = F.normalize(parts, dim=-1)
     cosines = unit @ unit.mT  # (…, P, P)
     first, second = torch.triu_indices(parts.shape[-2], parts.shape[-2], offset=1, device=parts.device)
-    return (1.0 - cosines[..., first, second]).square().mean()
+    return (1.0 - cosines[..., first, second]).square().mean(dim=-1)
 
 
 @register("fitmm")
@@ -226,27 +257,20 @@ class FITMM(Recommender):
 
     def _views(self) -> dict[str, torch.Tensor]:
         """The undecomposed representations: user_rep, item_rep (§1) and their graph views (§2)."""
-        layer0 = [
-            F.normalize(torch.cat([preference, item_input]), dim=1)
-            for preference, item_input in zip(self.user_preference, self._item_inputs())
-        ]
-        encoded = layer_sum(self.adjacency, torch.cat(layer0, dim=1), self.n_layers)
+        n_modalities = len(self.modalities)
+        preferences = self.user_preference.transpose(0, 1).reshape(self.n_users, n_modalities * self.d)
+        layer0 = torch.cat([preferences, torch.cat(self._item_inputs(), dim=1)])
+        layer0 = F.normalize(layer0.view(-1, n_modalities, self.d), dim=2).view_as(layer0)  # per modality
+        encoded = layer_sum(self.adjacency, layer0, self.n_layers)
         users, items = encoded[: self.n_users], encoded[self.n_users:]
         weights = self.user_modality_weight.repeat_interleave(self.d, dim=1)
-        user_graph = torch.cat(list(self.user_preference), dim=1)
+        user_graph = preferences
         for _ in range(self.mm_layers if self.use_user_graph else 0):
             user_graph = sparse_mm(self.user_graph, user_graph, self.user_graph_t)
         item_graph = items
         for _ in range(self.mm_layers if self.use_item_graph else 0):
             item_graph = sparse_mm(self.item_graph, item_graph, self.item_graph_t)
         return {"user_rep": users * weights, "item_rep": items, "user_graph": user_graph, "item_graph": item_graph}
-
-    def _within_band_components(self, rep: torch.Tensor, graph: torch.Tensor) -> torch.Tensor:
-        """Z_k = band_k(rep) + band_k(graph) for every band k, as (M, n, width) (§4)."""
-        if self.n_bands == 1:
-            return (rep + graph).unsqueeze(0)
-        views = torch.stack([rep, graph])  # both decomposed in one batched call
-        return modality_band_decompose(views, len(self.modalities), self.n_bands).sum(dim=1)
 
     def _gate(self, side: str, x: torch.Tensor) -> torch.Tensor | None:
         if self.gate_direction == "none":
@@ -267,29 +291,59 @@ class FITMM(Recommender):
         is_open[torch.argmax(self.band_snr_estimate)] = True  # never shut every band
         return is_open.to(self.band_logit.dtype)
 
-    def _sides(self) -> dict[str, dict[str, torch.Tensor]]:
+    def _sides(self, rows: dict[str, torch.Tensor] | None = None, with_bands: bool = True) -> dict:
+        """Per side: the bands Z_k (M, r, width) if ``with_bands``, the gate (r, M), every node's gate
+        (n, M) and the final rows (r, width).
+
+        The spectral bases come from all rows of each view; everything after them is computed for
+        ``rows[side]`` only (all rows if None): a training batch never pays for the other rows.
+        """
         views = self._views()
         band_weight = torch.sigmoid(self.band_logit) * self.open_bands()
+        bases = self._bases(views) if self.n_bands > 1 else None
         sides = {}
         for side in ("user", "item"):
-            rep = views[f"{side}_rep"]
-            bands = self._within_band_components(rep, views[f"{side}_graph"])
-            gate = self._gate(side, rep)
-            factor = band_weight if gate is None else band_weight * gate  # (M,) or (n, M)
-            if gate is None:
-                final = torch.einsum("k,knw->nw", factor, bands)
+            rep, graph = views[f"{side}_rep"], views[f"{side}_graph"]
+            all_gates = gate = self._gate(side, rep)  # every node's gate: the IB surrogate needs them
+            if rows is not None:
+                rep, graph = rep.index_select(0, rows[side]), graph.index_select(0, rows[side])
+                gate = None if all_gates is None else all_gates.index_select(0, rows[side])
+            pair = torch.stack([rep, graph])
+            factor = band_weight if gate is None else band_weight * gate  # (M,) or (r, M)
+            bands = None
+            if bases is None:
+                bands = pair.sum(0).unsqueeze(0)
+                final = bands[0] * factor  # one band: (1,) or (r, 1) broadcasts over the width
+            elif with_bands:
+                bands = band_pieces(pair, bases[side], self.n_bands).sum(dim=1)  # Z_k = B_k(rep) + B_k(graph)
+                pattern = "k,krw->rw" if gate is None else "rk,krw->rw"
+                final = torch.einsum(pattern, factor, bands)
             else:
-                final = torch.einsum("nk,knw->nw", factor, bands)
-            sides[side] = {"bands": bands, "gate": gate, "final": final}
+                final = weighted_band_sum(pair, bases[side], factor).sum(0)
+            sides[side] = {"bands": bands, "gate": gate, "all_gates": all_gates, "final": final}
         return sides
 
+    def _bases(self, views: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each view's per-modality band bases (2 views, m, d, d) per side, from one eigen-decomposition."""
+        grams = torch.stack([
+            torch.stack([modality_grams(views[f"{side}_{view}"], len(self.modalities)) for view in ("rep", "graph")])
+            for side in ("user", "item")
+        ])
+        user, item = band_bases(grams, self.n_bands)
+        return {"user": user, "item": item}
+
     def scorer(self) -> ScoreFunction:
-        sides = self._sides()
+        sides = self._sides(with_bands=False)
         return embedding_scorer(sides["user"]["final"], sides["item"]["final"])
 
     # ------------------------------------------------------------------ losses
     def loss(self, users, positives, negatives):
-        sides = self._sides()
+        """The losses of a batch, computed on its distinct users and items only."""
+        user_rows, users = torch.unique(users, return_inverse=True)
+        item_rows, items = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
+        positives, negatives = items.split(positives.numel())
+        needs_bands = self.ib == "allocation" or self.consistency != "none"
+        sides = self._sides({"user": user_rows, "item": item_rows}, with_bands=needs_bands)
         user_final, item_final = sides["user"]["final"], sides["item"]["final"]
         u = user_final.index_select(0, users)
         positive_scores = (u * item_final.index_select(0, positives)).sum(1)
@@ -312,9 +366,10 @@ class FITMM(Recommender):
         return parts
 
     def _ib_loss(self, sides, users, positives, negatives) -> torch.Tensor:
+        """``users``, ``positives`` and ``negatives`` index the rows of ``sides``."""
         if self.ib == "surrogate":
             return sum(
-                gate_ib_surrogate(sides[side]["gate"], self.ib_alpha, self.ib_mu, self.ib_threshold,
+                gate_ib_surrogate(sides[side]["all_gates"], self.ib_alpha, self.ib_mu, self.ib_threshold,
                                   self.gate_direction)
                 for side in ("user", "item")
             )
@@ -341,20 +396,27 @@ class FITMM(Recommender):
         return total
 
     def _consistency_loss(self, sides, users, positives) -> torch.Tensor:
-        """Within-band cross-modal (paper) or band-to-band (authors) alignment, plus uniformity."""
+        """Within-band cross-modal (paper) or band-to-band (authors) alignment, plus uniformity.
+
+        ``users`` and ``positives`` index the rows of ``sides``.
+        """
         n_modalities = len(self.modalities)
         total = torch.zeros((), dtype=self.band_logit.dtype, device=self.band_logit.device)
         for side, rows in (("user", users), ("item", positives)):
-            bands = sides[side]["bands"]
-            batch_bands = bands.index_select(1, rows)  # (M, B, width)
+            # every term is a mean over the batch's rows: computed once per distinct row, weighted
+            distinct, inverse = torch.unique(rows, return_inverse=True)
+            counts = torch.bincount(inverse, minlength=distinct.numel()).to(total.dtype)
+            share = counts / counts.sum()
+            batch_bands = sides[side]["bands"].index_select(1, distinct)  # (M, r, width)
             if self.consistency == "cross_modal" and n_modalities > 1:
-                # per band and row, the modality parts side by side: (M, B, modalities, d)
-                total = total + _pairwise_cosine_gap(batch_bands.unflatten(-1, (n_modalities, self.d)))
+                # per band and row, the modality parts side by side: (M, r, modalities, d)
+                gaps = _pairwise_cosine_gaps(batch_bands.unflatten(-1, (n_modalities, self.d)))
+                total = total + (gaps @ share).mean()
             elif self.consistency == "band_to_band" and self.n_bands > 1:
-                total = total + _pairwise_cosine_gap(batch_bands.transpose(0, 1))  # (B, M, width)
+                total = total + _pairwise_cosine_gaps(batch_bands.transpose(0, 1)) @ share  # (r, M, width)
             if self.uniformity:
                 for k in range(self.n_bands // 2, self.n_bands):
-                    total = total + _uniformity(bands[k], rows)
+                    total = total + _uniformity(batch_bands[k], counts)
         return total
 
     # ------------------------------------------------------------------ diagnostics
