@@ -16,7 +16,10 @@ no features here: random 4096-d image and 384-d text features are made up FOR TI
 JSON labels them so; they say nothing about accuracy.
 
     python benchmarks/training_speed.py [--datasets ml100k,baby] [--models fitmm,lightgcn] [--epochs 3]
-                                        [--max-batches 0]
+                                        [--max-batches 0] [--out JSON] [--markdown PAGE]
+
+``--markdown`` also writes the rows as a Markdown table (the results suite copies
+``benchmarks/results/clothing_scale.md`` onto the results page).
 """
 
 from __future__ import annotations
@@ -138,6 +141,7 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=0,
                         help="time at most this many batches per epoch on the Amazon sets (0 = all)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "training_speed.json"))
+    parser.add_argument("--markdown", help="also write the rows as a Markdown table to this file")
     parser.add_argument("--child", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -161,6 +165,28 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(markdown_table(report))
+
+
+def markdown_table(report: dict) -> str:
+    """The benchmark's rows as a Markdown section: epoch time, peak RSS, and FITMM's floor ratio."""
+    rows = report["results"]
+    lines = [
+        "## Training speed and memory", "",
+        f"`benchmarks/training_speed.py`, one process per model, {report['torch_threads']} PyTorch thread(s); "
+        "epoch = training only (evaluation excluded), median over the timed epochs; \"est.\" = the median "
+        "batch time × batches per epoch. Features marked made up are random, for timing only.", "",
+        "| dataset | users × items | training pairs | features | model | epoch (s) | peak RSS (MB) | FITMM / its floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        epoch = f"{row['median_epoch_seconds']:.1f}" + (" (est.)" if row["estimated"] else "")
+        floor = f"{row['epoch_over_floor']:.2f}× ({row['floor_epoch_seconds']:.1f} s)" if "floor_epoch_seconds" in row else "–"
+        lines.append(f"| {row['dataset']} | {row['users']:,} × {row['items']:,} | {row['train_interactions']:,} | "
+                     f"{row['features']} | `{row['model']}` | {epoch} | {row['peak_rss_mb']:,.0f} | {floor} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ settings: {epochs: 2}
 variants:
   - {name: Popularity, model: pop, settings: {epochs: 1}}
   - {name: BPR-MF strong reg, model: mf, settings: {reg_weight: 1e-2}}
+appendices: [extra/speed.md]
 """
 
 
@@ -33,6 +34,9 @@ def test_suite_table_and_restart(tmp_path):
     empty = run(["suite", str(path), "--out", str(tmp_path / "out"), "--page", str(page), "--table-only", "--quiet"])
     assert empty.returncode == 1 and "unfinished: Popularity, BPR-MF strong reg" in empty.stdout
     assert not (tmp_path / "out" / "trials").exists() and "| Popularity | `pop` | epochs=1 | – |" in page.read_text()
+    assert "Appendix `speed.md` has not been written yet" in page.read_text()
+    (tmp_path / "extra").mkdir()
+    (tmp_path / "extra" / "speed.md").write_text("## Speed\n\n| model | s |\n|---|---|\n| mf | 1.0 |\n")
     first = run(["suite", str(path), "--out", str(tmp_path / "out"), "--page", str(page), "--quiet"])
     assert first.returncode == 0, first.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -43,6 +47,7 @@ def test_suite_table_and_restart(tmp_path):
     assert mf_row["test"]["recall@20"]["mean"] == pytest.approx(sum(r["test"]["recall@20"] for r in per_seed) / 2)
     text = page.read_text()
     assert "| BPR-MF strong reg | `mf` | epochs=2, reg_weight=0.01 |" in text and "2/2" in text
+    assert text.rstrip().endswith("## Speed\n\n| model | s |\n|---|---|\n| mf | 1.0 |")  # the appendix, as written
     mtimes = sorted(p.stat().st_mtime_ns for p in (tmp_path / "out" / "trials").glob("*/result.json"))
     again = run(["suite", str(path), "--out", str(tmp_path / "out"), "--quiet"])
     assert again.returncode == 0, again.stderr

@@ -10,11 +10,14 @@ described by YAML files in ``experiments/``::
     variants:
       - {name: LightGCN, model: lightgcn}
       - {name: FITMM (paper), model: fitmm, settings: {preset: paper}}
+    appendices: [../benchmarks/results/clothing_scale.md]   # optional Markdown, relative to this file
 
 Each trial is a normal run directory ``OUT/trials/<variant>-seed<seed>/``; finished trials are
 skipped when the suite is run again, interrupted ones resume. Every number is the test metric at
 the best validation epoch of each seed (PROTOCOL's selection), reported as mean ± sample standard
-deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged.
+deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged. Appendices (Markdown files
+written by other tools, such as the training-speed benchmark) are copied to the end of the page as
+they are when the page is written.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class Suite:
     seeds: list[int]
     variants: list[Variant]
     note: str
+    appendices: list[Path]
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -76,12 +80,19 @@ def load_suite(path: str | Path) -> Suite:
     if len(set(names)) < len(names):
         raise InputError(f"{path}: two variants share a name")
     seeds = [int(seed) for seed in content["seeds"]]
+    appendices = [Path(path).resolve().parent / str(entry) for entry in content.get("appendices") or []]
     return Suite(str(content.get("title", Path(path).stem)), str(content["dataset"]), seeds, variants,
-                 str(content.get("note", "")).strip())
+                 str(content.get("note", "")).strip(), appendices)
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def _appendix(path: Path) -> str:
+    if path.is_file():
+        return path.read_text().strip()
+    return f"_Appendix `{path.name}` has not been written yet (it is expected at `{path}`)._"
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -132,7 +143,8 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
                 statistics.median(r["train_seconds_per_epoch"]) if r["train_seconds_per_epoch"] else 0.0
                 for r in results)
         rows.append(row)
-    summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows}
+    summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows,
+               "appendices": [_appendix(path) for path in suite.appendices]}
     out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2, ensure_ascii=False).encode()
     atomic_write_bytes(out / "summary.json", lambda handle: handle.write(text))
@@ -165,4 +177,6 @@ def suite_markdown(summary: dict, command: str) -> str:
     failures = [(row["name"], error) for row in summary["rows"] for error in row["failed"]]
     if failures:
         lines += ["", "Failed trials:", ""] + [f"- {name}: {error}" for name, error in failures]
+    for appendix in summary.get("appendices", []):
+        lines += ["", appendix]
     return "\n".join(lines) + "\n"
