@@ -39,7 +39,7 @@ from torch import nn
 
 from fitmm.data import Modality, load_dataset
 from fitmm.interfaces.api import build_model
-from fitmm.training.config import resolve_config
+from fitmm.training.config import parse_overrides, resolve_config
 from fitmm.training.trainer import Trainer, peak_rss_mb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -105,9 +105,9 @@ def floor_batch_seconds(data, config: dict, repeats: int) -> float:
     return statistics.median(seconds[1:])
 
 
-def measure(dataset: str, model: str, epochs: int, max_batches: int) -> dict:
+def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: dict) -> dict:
     data, made_up = load(dataset)
-    config = resolve_config(model, overrides={"epochs": epochs, "checkpoint_every": 0})
+    config = resolve_config(model, overrides={**settings, "epochs": epochs, "checkpoint_every": 0})
     trainer = TimedTrainer(build_model(model, data, config), data, config, Path("."), progress=False,
                            max_batches=max_batches)
     n_batches = trainer.sampler.n_batches(config["batch_size"])
@@ -117,7 +117,7 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int) -> dict:
         batch_seconds += seconds
         epoch_seconds.append(sum(seconds) if len(seconds) == n_batches else statistics.median(seconds) * n_batches)
     result = {
-        "dataset": dataset, "model": model, "users": data.n_users, "items": data.n_items,
+        "dataset": dataset, "model": model, "settings": settings, "users": data.n_users, "items": data.n_items,
         "train_interactions": int(data.train.nnz), "batches_per_epoch": n_batches,
         "features": ("made up, timing only: " if made_up else "real: ")
         + ", ".join(f"{k} {m.width}-d" for k, m in data.modalities.items()),
@@ -126,7 +126,7 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int) -> dict:
         "median_batch_seconds": statistics.median(batch_seconds),
         "peak_rss_mb": peak_rss_mb(),
     }
-    if model == "fitmm":
+    if model == "fitmm" and set(config["content_modalities"]) & set(data.modalities):  # a floor needs content
         floor = floor_batch_seconds(data, config, repeats=5) * n_batches
         result["floor_epoch_seconds"] = floor
         result["epoch_over_floor"] = result["median_epoch_seconds"] / floor
@@ -142,19 +142,22 @@ def main() -> None:
                         help="time at most this many batches per epoch on the Amazon sets (0 = all)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "training_speed.json"))
     parser.add_argument("--markdown", help="also write the rows as a Markdown table to this file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model setting for every measured model (repeatable), e.g. preset=paper")
     parser.add_argument("--child", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         dataset, model = args.child
         limit = 0 if dataset == "ml100k" else args.max_batches
-        print(json.dumps(measure(dataset, model, args.epochs, limit)))
+        print(json.dumps(measure(dataset, model, args.epochs, limit, parse_overrides(args.set))))
         return
     rows = []
     for dataset in args.datasets.split(","):
         for model in args.models.split(","):
             completed = subprocess.run(
                 [sys.executable, __file__, "--child", dataset, model, "--epochs", str(args.epochs),
-                 "--max-batches", str(args.max_batches)], capture_output=True, text=True, check=True)
+                 "--max-batches", str(args.max_batches), *(f"--set={item}" for item in args.set)],
+                capture_output=True, text=True, check=True)
             row = json.loads(completed.stdout.strip().splitlines()[-1])
             rows.append(row)
             floor = f", floor {row['floor_epoch_seconds']:.2f} s ({row['epoch_over_floor']:.2f}×)" if "floor_epoch_seconds" in row else ""
@@ -184,8 +187,9 @@ def markdown_table(report: dict) -> str:
     for row in rows:
         epoch = f"{row['median_epoch_seconds']:.1f}" + (" (est.)" if row["estimated"] else "")
         floor = f"{row['epoch_over_floor']:.2f}× ({row['floor_epoch_seconds']:.1f} s)" if "floor_epoch_seconds" in row else "–"
+        settings = "".join(f" {key}={value}" for key, value in row.get("settings", {}).items())
         lines.append(f"| {row['dataset']} | {row['users']:,} × {row['items']:,} | {row['train_interactions']:,} | "
-                     f"{row['features']} | `{row['model']}` | {epoch} | {row['peak_rss_mb']:,.0f} | {floor} |")
+                     f"{row['features']} | `{row['model']}`{settings} | {epoch} | {row['peak_rss_mb']:,.0f} | {floor} |")
     return "\n".join(lines) + "\n"
 
 

@@ -160,3 +160,13 @@ def test_weighted_band_sum_equals_the_weighted_bands(per_row):
     bands = band_pieces(x, bases, 2)  # (2 bands, 2 matrices, 50, 12)
     expected = sum((weights[:, k:k + 1] if per_row else weights[k]) * bands[k] for k in range(2))
     torch.testing.assert_close(weighted_band_sum(x, bases, weights), expected, rtol=0, atol=1e-12)
+
+
+def test_weighted_band_sum_gradcheck():
+    x = random_matrix(30, 8, seed=10).requires_grad_()
+    weights = torch.tensor([1.5, 0.25], dtype=torch.float64, requires_grad=True)
+
+    def weighted(t, w):
+        return weighted_band_sum(t, band_bases(modality_grams(t, 2), 2), w)
+
+    assert torch.autograd.gradcheck(weighted, (x, weights))
