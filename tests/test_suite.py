@@ -73,3 +73,28 @@ def test_shipped_suites_are_valid(name):
 
     suite = load_suite(Path(__file__).resolve().parents[1] / "experiments" / name)
     assert suite.seeds == [999, 1, 2] and len(suite.variants) >= 12
+
+
+class RecordingBackend:
+    """Records the order in which trials are submitted; every trial 'fails' without training."""
+
+    description = "recorder"
+
+    def __init__(self):
+        self.order = []
+
+    def run(self, requests):
+        for request in requests:
+            self.order.append((request.directory.rsplit("/", 1)[-1]))
+            yield request, "not run"
+
+
+def test_trials_run_seed_major_so_an_interrupted_suite_fills_every_row(tmp_path):
+    from fitmm.experiments.suite import run_suite
+
+    path = tmp_path / "suite.yaml"
+    path.write_text("dataset: ml100k\nseeds: [7, 8]\nvariants: [{name: A, model: mf}, {name: B, model: pop}]\n")
+    backend = RecordingBackend()
+    summary = run_suite(load_suite(path), tmp_path / "out", backend=backend, progress=False)
+    assert backend.order == ["a-seed7", "b-seed7", "a-seed8", "b-seed8"]
+    assert [row["failed"] for row in summary["rows"]] == [["not run", "not run"]] * 2

@@ -117,8 +117,10 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
         ]
         for variant in suite.variants
     }
-    pending = [r for rs in requests.values() for r in rs
-               if train and not Path(r.directory, "result.json").exists()]
+    # seed-major order: every variant's first seed before any variant's second, so that an
+    # interrupted suite leaves a table with every row filled in
+    pending = [rs[index] for index in range(len(suite.seeds)) for rs in requests.values()
+               if train and not Path(rs[index].directory, "result.json").exists()]
     total = sum(len(rs) for rs in requests.values())
     errors = {}
     with tqdm(total=total, initial=total - len(pending), unit="trial", desc=suite.title,

@@ -22,9 +22,12 @@ rows as that modality's raw input (``fitmm.models.content``), no content kNN edg
 and no influence on other items' neighbourhoods. Absent modalities are skipped: FITMM runs with
 one content modality, or with IDs alone.
 
-The uniformity term is computed on the batch's distinct rows weighted by their multiplicity,
-which equals the authors' computation over all batch rows, duplicates included, at a fraction of
-the cost.
+Cost. The spectral bases need every row (one d×d Gram matrix per view, modality and side, and one
+batched eigen-decomposition of them all); everything after them — the bands, the gated final
+representation, the consistency and uniformity terms — is computed for the batch's distinct users
+and items only, each weighted by its multiplicity, which equals the authors' computation over all
+batch rows, duplicates included. Scoring forms Σ_k ω_k g_k B_k without materialising the bands
+(``weighted_band_sum``). The authors' IB surrogate is a mean over every node's gate, as theirs.
 """
 
 from __future__ import annotations
