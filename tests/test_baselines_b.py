@@ -14,6 +14,7 @@ from fitmm.models.content import content_features
 from fitmm.models.lgmrec import LGMRec, hypergraph_propagation, summed_nce
 from fitmm.models.mgcn import MGCN
 from fitmm.models.smore import SMORE
+from fitmm.training.config import resolve_config
 
 PLACEHOLDER = 2  # the toy item without an image
 
@@ -196,6 +197,18 @@ def test_lgmrec_evaluation_is_stochastic_unless_deterministic(toy):
 
 
 # ----------------------------------------------------------------- SMORE
+@pytest.mark.parametrize(("preset", "row"), [
+    (None, (3, 40, 10, 0.01, 1e-5, 0.0)),  # Clothing, pinned by FITMM's authors
+    ("baby", (4, 40, 15, 0.01, 1e-4, 0.1)),
+    ("sports", (3, 10, 10, 0.03, 1e-4, 0.0)),
+])
+def test_smore_defaults_and_presets_are_the_published_rows(preset, row):
+    config = resolve_config("smore", overrides={"preset": preset})
+    keys = ("n_ui_layers", "image_knn_k", "text_knn_k", "cl_weight", "reg_weight", "gate_dropout")
+    assert tuple(config[key] for key in keys) == row
+    assert (config["n_ii_layers"], config["learning_rate"], config["lr_decay"]) == (1, 0.001, 0.96)
+
+
 def set_filter(parameter: torch.Tensor) -> None:
     with torch.no_grad():
         parameter.zero_()
