@@ -15,9 +15,9 @@ described by YAML files in ``experiments/``::
 Each trial is a normal run directory ``OUT/trials/<variant>-seed<seed>/``; finished trials are
 skipped when the suite is run again, interrupted ones resume. Every number is the test metric at
 the best validation epoch of each seed (PROTOCOL's selection), reported as mean ± sample standard
-deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged. Appendices (Markdown files
-written by other tools, such as the training-speed benchmark) are copied to the end of the page as
-they are when the page is written.
+deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged.
+Appendices (Markdown files written by other tools, such as the training-speed benchmark) are copied
+to the end of the page as they are when the page is written.
 """
 
 from __future__ import annotations

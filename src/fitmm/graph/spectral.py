@@ -72,14 +72,19 @@ class _SubspaceEigenvectors(torch.autograd.Function):
         return grad_gram.to(grad_eigenvectors.dtype), None, None
 
 
-def _modality_blocks(x: Tensor, n_modalities: int) -> Tensor:
-    """The columns of ``x`` (…×n×D) as ``n_modalities`` equal blocks: (…, n_modalities, n, D/n_modalities)."""
+def _block_width(x: Tensor, n_modalities: int) -> int:
+    """The width of each of the ``n_modalities`` equal column blocks of ``x`` (…×n×D), checking the shape."""
     if x.dim() < 2:
         raise ValueError(f"x must be a matrix or a batch of matrices, got shape {tuple(x.shape)}")
-    *batch, n_rows, width = x.shape
+    width = x.shape[-1]
     if n_modalities < 1 or width % n_modalities:
         raise ValueError(f"{width} columns cannot be split into {n_modalities} equal modality blocks")
-    return x.reshape(*batch, n_rows, n_modalities, width // n_modalities).movedim(-2, -3)
+    return width // n_modalities
+
+
+def _modality_blocks(x: Tensor, n_modalities: int) -> Tensor:
+    """The columns of ``x`` (…×n×D) as ``n_modalities`` equal blocks: (…, n_modalities, n, D/n_modalities)."""
+    return x.unflatten(-1, (n_modalities, _block_width(x, n_modalities))).movedim(-2, -3)
 
 
 def _from_blocks(blocks: Tensor) -> Tensor:
@@ -96,10 +101,10 @@ class _ModalityGrams(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, n_modalities: int) -> Tensor:
+    def forward(ctx, x: Tensor, block_width: int) -> Tensor:
         ctx.save_for_backward(x)
-        ctx.block_width = x.shape[-1] // n_modalities
-        return torch.stack([block.mT @ block for block in x.split(ctx.block_width, dim=-1)], dim=-3)
+        ctx.block_width = block_width
+        return torch.stack([block.mT @ block for block in x.split(block_width, dim=-1)], dim=-3)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -112,8 +117,7 @@ class _ModalityGrams(torch.autograd.Function):
 
 def modality_grams(x: Tensor, n_modalities: int) -> Tensor:
     """The d×d Gram matrix x_mᵀx_m of every modality block of ``x`` (…×n×D): (…, n_modalities, d, d)."""
-    _modality_blocks(x, n_modalities)  # validates the shape
-    return _ModalityGrams.apply(x, n_modalities)
+    return _ModalityGrams.apply(x, _block_width(x, n_modalities))
 
 
 def band_bases(grams: Tensor, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS) -> Tensor:
