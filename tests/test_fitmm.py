@@ -13,7 +13,8 @@ from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.interfaces.api import build_model
-from fitmm.models.fitmm import _pairwise_cosine_gaps, _uniformity
+from fitmm.models.fitmm import _pairwise_cosine_gaps
+from fitmm.models.losses import batch_uniformity
 from fitmm.training.config import resolve_config
 
 
@@ -133,7 +134,7 @@ def test_uniformity_value_and_gradient_equal_the_direct_computation_with_duplica
 
     distinct, inverse = torch.unique(index, return_inverse=True)
     counts = torch.bincount(inverse)
-    ours = _uniformity(rows[distinct], counts)
+    ours = batch_uniformity(rows[distinct], counts)
     gradient, = torch.autograd.grad(ours, rows)
     assert ours.item() == pytest.approx(direct.item(), rel=1e-9)
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-7, atol=1e-9)

@@ -49,20 +49,13 @@ from fitmm.graph.knn import knn_graph, mix_graphs
 from fitmm.graph.spectral import band_bases, band_energies, band_pieces, modality_grams, weighted_band_sum
 from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
 from fitmm.models.content import content_features, register_features
-from fitmm.models.losses import bpr_loss
+from fitmm.models.losses import batch_uniformity, bpr_loss
 from fitmm.models.registry import register
 
 log = logging.getLogger(__name__)
 
 CONTENT_MODALITIES = ("image", "text")
 SNR_MOMENTUM = 0.9
-EXP_FLOOR = -80.0
-"""Arguments of exp in the uniformity's log-sum-exp are floored here. Below about −87 float32 exp
-underflows, and PyTorch's vectorised CPU exp takes a path some 70× slower for such arguments; a
-term e^−80 next to the row's maximum term (1) is below float32 resolution, so the floor changes
-neither the value nor the gradient at float32 precision."""
-
-
 def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, image_weight: float,
                    mask_placeholders: bool) -> torch.Tensor:
     """S = λ·S_image + (1−λ)·S_text over the content modalities present (either alone if only one)."""
@@ -73,48 +66,6 @@ def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: in
     if len(graphs) == 2:
         return to_csr(mix_graphs(graphs["image"], graphs["text"], image_weight))
     return to_csr(next(iter(graphs.values())))
-
-
-class _Uniformity(torch.autograd.Function):
-    """The uniformity term of a batch given as its distinct rows Z and their counts c.
-
-    With S = Z Zᵀ, N = Σc and P the count-weighted row softmax P_ab = c_b e^{S_ab} / Σ_b' c_b' e^{S_ab'},
-    the value is Σ_a c_a [log Σ_b c_b e^{S_ab} − Σ_b c_b S_ab / N] / N and dL/dS_ab = c_a (P_ab − c_b/N) / N,
-    so dL/dZ = (G + Gᵀ) Z. Written out by hand so that the r×r work is one product each way and a
-    few in-place passes, where the composed autograd graph keeps a dozen r×r temporaries.
-    """
-
-    @staticmethod
-    def forward(ctx, z: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        batch = counts.sum()
-        similarities = z @ z.T
-        mean_similarity = similarities @ counts / batch
-        weighted = similarities.add_(counts.log())
-        peak = weighted.amax(dim=1, keepdim=True)
-        softmax = weighted.sub_(peak).clamp_min_(EXP_FLOOR).exp_()
-        totals = softmax.sum(dim=1, keepdim=True)
-        softmax.div_(totals)
-        ctx.save_for_backward(z, counts, softmax)
-        log_partition = (peak + totals.log()).squeeze(1)
-        return ((log_partition - mean_similarity) * counts).sum() / batch
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        z, counts, softmax = ctx.saved_tensors
-        batch = counts.sum()
-        gradient = (softmax - counts / batch).mul_(counts.unsqueeze(1) * (grad / batch))
-        return (gradient + gradient.T) @ z, None
-
-
-def _uniformity(rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the row-softmax of Z Zᵀ (temperature 1) against the uniform target.
-
-    The batch is given as its distinct ``rows`` and their ``counts``: duplicates are computed once
-    and weighted, which gives exactly mean_b [logsumexp_b'(z_b·z_b') − mean_b'(z_b·z_b')] over the
-    batch with its duplicates.
-    """
-    return _Uniformity.apply(rows, counts.to(rows.dtype))
 
 
 def _pairwise_cosine_gaps(parts: torch.Tensor) -> torch.Tensor:
@@ -419,7 +370,7 @@ class FITMM(Recommender):
                 total = total + _pairwise_cosine_gaps(batch_bands.transpose(0, 1)) @ share  # (r, M, width)
             if self.uniformity:
                 for k in range(self.n_bands // 2, self.n_bands):
-                    total = total + _uniformity(batch_bands[k], counts)
+                    total = total + batch_uniformity(batch_bands[k], counts)
         return total
 
     # ------------------------------------------------------------------ diagnostics
