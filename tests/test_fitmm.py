@@ -7,13 +7,14 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import fitmm
 from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.interfaces.api import build_model
-from fitmm.models.fitmm import _pairwise_cosine_gaps
+from fitmm.models.fitmm import _pairwise_cosine_gaps, _unit_rows
 from fitmm.models.losses import batch_uniformity
 from fitmm.training.config import resolve_config
 
@@ -138,6 +139,20 @@ def test_uniformity_value_and_gradient_equal_the_direct_computation_with_duplica
     gradient, = torch.autograd.grad(ours, rows)
     assert ours.item() == pytest.approx(direct.item(), rel=1e-9)
     torch.testing.assert_close(gradient, expected_gradient, rtol=1e-7, atol=1e-9)
+
+
+def test_unit_rows_equal_f_normalize_in_value_and_gradient_zero_rows_included():
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 3, 5, generator=generator, dtype=torch.float64)
+    x[2, 1] = 0.0  # a zero block: F.normalize divides by eps there
+    x[4, 0] = 1e-14
+    weights = torch.randn(7, 3, 5, generator=generator, dtype=torch.float64)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    (_unit_rows(ours) * weights).sum().backward()
+    (F.normalize(theirs, dim=-1) * weights).sum().backward()
+    torch.testing.assert_close(_unit_rows(x), F.normalize(x, dim=-1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(ours.grad, theirs.grad, rtol=1e-10, atol=0)
+    assert ours.grad[2, 1].abs().max() > 1e6  # the eps branch really was taken
 
 
 def test_pairwise_cosine_gaps_by_hand():
