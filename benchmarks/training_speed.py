@@ -6,16 +6,20 @@ For each dataset, in a fresh process per model (so peak RSS is that model's own)
   epochs; with ``--max-batches N`` on the larger sets, where a whole epoch takes minutes, N batches
   per epoch are timed and the epoch is the median batch time × the number of batches (flagged
   ``"estimated": true``);
-- for FITMM, its compute floor, measured in the same process right after: the unavoidable dense
-  work of one epoch, i.e. the content projections (Linear(width→256), LeakyReLU, Linear(256→64)
-  per content modality, raw features trainable as in FITMM's defaults) forward and backward over
-  all items, once per training batch;
-- for FITMM, also in the same process, the other work its computation cannot skip, each part timed
-  alone at FITMM's shapes (one batch's share, × batches per epoch): the user–item propagation of
-  every modality, forward and backward; the batched eigen-decomposition of the Gram matrices, with
-  its backward; one fused Adam step over FITMM's parameters; and, when the authors' uniformity
-  term is on, that term on the upper bands of one batch's distinct users and items, forward and
-  backward. These say how far above the floor an epoch must sit however it is written.
+- for FITMM, its compute floor: the unavoidable dense work of one epoch, i.e. the content
+  projections (Linear(width→256), LeakyReLU, Linear(256→64) per content modality, raw features
+  trainable as in FITMM's defaults) forward and backward over all items, once per training batch;
+- for FITMM, also the other work its computation cannot skip, each part alone at FITMM's shapes:
+  the user–item propagation of every modality, forward and backward; the batched
+  eigen-decomposition of the Gram matrices, with its backward; one fused Adam step over FITMM's
+  parameters; and, when the authors' uniformity term is on, that term on the upper bands of one
+  batch's distinct users and items, forward and backward. Floor + these parts is a lower bound on
+  the epoch however FITMM is written.
+
+The floor and the parts run in the same process, after every timed epoch, as many times as that
+epoch timed batches, so that they see the machine's load of the moment; their medians over the
+epochs are compared with the median epoch. Peak RSS is read after the first epoch, before the
+floor's and the parts' own tensors exist.
 
 ml100k uses its real features. The Amazon sets (baby, sports, clothing from ../shared/data) have
 no features here: random 4096-d image and 384-d text features are made up FOR TIMING ONLY and the
@@ -95,8 +99,8 @@ class TimedTrainer(Trainer):
         return seconds
 
 
-def floor_batch_seconds(data, config: dict, repeats: int) -> float:
-    """Median time of the content projections' forward + backward over all items (one batch's share)."""
+def floor_work(data, config: dict):
+    """One batch's share of the floor: the content projections' forward + backward over all items."""
     torch.manual_seed(0)
     tables, projections = [], []
     for name in config["content_modalities"]:
@@ -109,23 +113,12 @@ def floor_batch_seconds(data, config: dict, repeats: int) -> float:
     def projections_forward_backward():
         sum(projection(table).sum() for projection, table in zip(projections, tables)).backward()
 
-    return median_seconds(projections_forward_backward, repeats)
+    return projections_forward_backward
 
 
-def median_seconds(work, repeats: int) -> float:
-    """Median wall time of ``work()`` over ``repeats`` calls, after one warm-up call."""
-    work()
-    seconds = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
-
-
-def required_beyond_floor(trainer: Trainer, config: dict, repeats: int) -> dict[str, float]:
-    """Seconds per batch of the parts of FITMM's step that any implementation of it must do
-    besides the floor, each alone at the model's shapes (see the module docstring)."""
+def required_work(trainer: Trainer, config: dict) -> dict:
+    """One batch's share of each part of FITMM's step that any implementation of it must do besides
+    the floor, alone at the model's shapes (see the module docstring)."""
     model = trainer.model
     generator = torch.Generator().manual_seed(0)
     width = len(model.modalities) * model.d
@@ -156,7 +149,15 @@ def required_beyond_floor(trainer: Trainer, config: dict, repeats: int) -> dict[
             sum(batch_uniformity(z, counts) for z, counts in batch for _ in range(upper_bands)).backward()
 
         parts["uniformity"] = uniformity
-    return {name: median_seconds(work, repeats) for name, work in parts.items()}
+    return parts
+
+
+def seconds_of(work, calls: int) -> float:
+    """Wall time of ``calls`` calls of ``work()``."""
+    started = time.perf_counter()
+    for _ in range(calls):
+        work()
+    return time.perf_counter() - started
 
 
 def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: dict) -> dict:
@@ -165,11 +166,24 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: d
     trainer = TimedTrainer(build_model(model, data, config), data, config, Path("."), progress=False,
                            max_batches=max_batches)
     n_batches = trainer.sampler.n_batches(config["batch_size"])
+    # FITMM's floor and required parts are timed after every epoch, as many calls as batches were
+    # timed, so that they see the same machine load as the epochs they are compared with. They are
+    # built after the first epoch, once the training's peak RSS has been read.
+    timed_parts = model == "fitmm" and set(config["content_modalities"]) & set(data.modalities)  # a floor needs content
+    parts, part_seconds = {}, {}
     epoch_seconds, batch_seconds = [], []
     for epoch in range(epochs):
         seconds = trainer.timed_epoch(epoch)
         batch_seconds += seconds
         epoch_seconds.append(sum(seconds) if len(seconds) == n_batches else statistics.median(seconds) * n_batches)
+        if epoch == 0:
+            peak_rss = peak_rss_mb()
+            if timed_parts:
+                parts = {"floor": floor_work(data, config), **required_work(trainer, config)}
+                for work in parts.values():
+                    work()  # warm-up
+        for name, work in parts.items():
+            part_seconds.setdefault(name, []).append(seconds_of(work, len(seconds)) / len(seconds) * n_batches)
     result = {
         "dataset": dataset, "model": model, "settings": settings, "users": data.n_users, "items": data.n_items,
         "train_interactions": int(data.train.nnz), "batches_per_epoch": n_batches,
@@ -178,13 +192,14 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: d
         "estimated": bool(max_batches) and max_batches < n_batches,
         "epoch_seconds": epoch_seconds, "median_epoch_seconds": statistics.median(epoch_seconds),
         "median_batch_seconds": statistics.median(batch_seconds),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
     }
-    if model == "fitmm" and set(config["content_modalities"]) & set(data.modalities):  # a floor needs content
-        floor = floor_batch_seconds(data, config, repeats=5) * n_batches
+    if parts:
+        medians = {name: statistics.median(seconds) for name, seconds in part_seconds.items()}
+        floor = medians.pop("floor")
         result["floor_epoch_seconds"] = floor
         result["epoch_over_floor"] = result["median_epoch_seconds"] / floor
-        required = {name: seconds * n_batches for name, seconds in required_beyond_floor(trainer, config, 5).items()}
+        required = medians
         result["required_beyond_floor_epoch_seconds"] = required
         result["floor_and_required_over_floor"] = (floor + sum(required.values())) / floor
     return result
