@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 CONTENT_MODALITIES = ("image", "text")
 SNR_MOMENTUM = 0.9
+
+
 def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, image_weight: float,
                    mask_placeholders: bool) -> torch.Tensor:
     """S = λ·S_image + (1−λ)·S_text over the content modalities present (either alone if only one)."""
