@@ -187,8 +187,6 @@ def band_energies(bands: Tensor, n_modalities: int) -> Tensor:
     ``bands`` is the output of ``modality_band_decompose`` with the same ``n_modalities``; the
     energy of band k in modality m is the sum of that block's squared singular values in G_k.
     """
-    n_bands, n_rows, width = bands.shape
-    if n_modalities < 1 or width % n_modalities:
-        raise ValueError(f"{width} columns cannot be split into {n_modalities} equal modality blocks")
-    per_block = bands.reshape(n_bands, n_rows, n_modalities, width // n_modalities)
+    n_bands, n_rows, _ = bands.shape
+    per_block = bands.reshape(n_bands, n_rows, n_modalities, _block_width(bands, n_modalities))
     return per_block.square().sum(dim=(1, 3))
