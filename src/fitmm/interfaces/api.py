@@ -8,6 +8,7 @@ import logging
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from fitmm.data import Dataset, load_dataset
 from fitmm.errors import InputError
 from fitmm.evaluation import EvaluationResult, top_k
 from fitmm.models import get_model_class
-from fitmm.models.base import Recommender
+from fitmm.models.base import Recommender, ScoreFunction
 from fitmm.training.config import model_hyperparameters, parse_overrides, resolve_config
 from fitmm.training.trainer import Trainer, seed_everything, write_json
 
@@ -104,6 +105,13 @@ class TrainedRun:
     def _trainer(self) -> Trainer:
         return Trainer(self.model, self.dataset, self.config, self.directory, progress=False)
 
+    @cached_property
+    def _score(self) -> ScoreFunction:
+        """The model's scorer at its best weights, built once: the weights of a loaded run never change."""
+        self.model.eval()
+        with torch.no_grad():
+            return self.model.scorer()
+
     def evaluate(self, split: str = "test") -> EvaluationResult:
         """Re-score the saved best weights on ``split`` (valid or test)."""
         if split not in ("valid", "test"):
@@ -113,17 +121,16 @@ class TrainedRun:
     def recommend(self, users: np.ndarray, k: int, exclude_splits: tuple[str, ...] = ("train",)
                   ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item IDs and their scores for each of ``users``, items of ``exclude_splits`` removed."""
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}")
+        if not 1 <= k <= self.dataset.n_items:
+            raise InputError(f"k must be between 1 and the number of items, {self.dataset.n_items}; got {k}")
         users = np.asarray(users, dtype=np.int64)
         bad = users[(users < 0) | (users >= self.dataset.n_users)]
         if bad.size:
             raise InputError(f"user ID {bad[0]} is outside 0..{self.dataset.n_users - 1}")
-        self.model.eval()
         device = torch.device(self.config["device"])
         items, scores = [], []
         with torch.no_grad():
-            score = self.model.scorer()
+            score = self._score
             for start in range(0, len(users), self.config["eval_batch_size"]):
                 batch = users[start:start + self.config["eval_batch_size"]]
                 values = score(torch.from_numpy(batch).to(device)).to("cpu", torch.float32).clone()

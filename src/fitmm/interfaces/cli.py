@@ -46,6 +46,26 @@ def _recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from fitmm.interfaces.api import load_run
+    from fitmm.interfaces.serving import make_server
+
+    run = load_run(args.run)
+    try:
+        server = make_server(run, args.host, args.port)
+    except OSError as error:
+        raise InputError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
+    host, port = server.server_address[:2]
+    print(f"serving {run.result['model']} ({args.run}) on http://{host}:{port}/recommend?user=0&k=20; "
+          f"Ctrl-C stops", flush=True)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from fitmm.data.builtin import DESCRIPTIONS
 
@@ -118,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="recommend for the evaluated users of this split")
     recommend.add_argument("--out", required=True, help="CSV file: user_id,item_id,rank,score")
     recommend.set_defaults(func=_recommend)
+
+    serve = commands.add_parser("serve", help="answer top-K requests for a saved run over HTTP (JSON)")
+    serve.add_argument("--run", required=True, help="run directory (written by fitmm train)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.set_defaults(func=_serve)
 
     datasets = commands.add_parser("datasets", help="list the built-in datasets")
     datasets.set_defaults(func=_datasets)
