@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from fitmm.graph.knn import knn_graph, max_pool_graphs, mix_graphs
+from fitmm.graph.knn import knn_graph, max_pool_graphs, mix_graphs, neighbour_mean_weights
 
 
 def brute_force_graph(features: torch.Tensor, k: int, weighting: str) -> torch.Tensor:
@@ -147,3 +147,34 @@ def test_fusions_reject_shape_mismatch():
         mix_graphs(a, b, 0.5)
     with pytest.raises(ValueError):
         max_pool_graphs(a, b)
+
+
+def test_neighbour_mean_weights_match_brute_force_over_eligible_candidates():
+    queries, candidates = random_features(9, 5, seed=7), random_features(40, 5, seed=8)
+    eligible = torch.arange(40) % 3 != 0
+    weights = neighbour_mean_weights(queries, candidates, 4, candidate_mask=eligible, block_size=4)
+    assert weights.shape == (9, 40) and weights.is_coalesced()
+    similarity = (queries / queries.norm(dim=1, keepdim=True)) @ (candidates / candidates.norm(dim=1, keepdim=True)).T
+    expected = torch.zeros(9, 40, dtype=torch.float64)
+    for q in range(9):
+        order = sorted(eligible.nonzero().squeeze(1).tolist(), key=lambda c: (-similarity[q, c].item(), c))[:4]
+        expected[q, order] = 0.25
+    torch.testing.assert_close(weights.to_dense(), expected, rtol=0, atol=0)
+
+
+def test_neighbour_mean_weights_of_a_copy_with_one_neighbour_is_the_original():
+    candidates = random_features(20, 6, seed=3)
+    weights = neighbour_mean_weights(candidates[[4, 11]] * 3.0, candidates, 1, candidate_mask=torch.ones(20, dtype=torch.bool))
+    assert weights.to_dense().nonzero().tolist() == [[0, 4], [1, 11]]
+
+
+@pytest.mark.parametrize(("queries", "candidates", "k", "mask", "message"), [
+    (torch.rand(3, 4), torch.rand(10, 5), 2, torch.ones(10, dtype=torch.bool), "same width"),
+    (torch.rand(0, 4), torch.rand(10, 4), 2, torch.ones(10, dtype=torch.bool), "no query rows"),
+    (torch.rand(3, 4), torch.rand(10, 4), 4, torch.arange(10) < 3, "between 1 and the 3 eligible"),
+    (torch.rand(3, 4), torch.rand(10, 4), 0, torch.ones(10, dtype=torch.bool), "between 1 and the 10 eligible"),
+    (torch.rand(3, 4), torch.rand(10, 4), 2, torch.ones(9, dtype=torch.bool), "bool vector of length 10"),
+])
+def test_neighbour_mean_weights_reject_bad_arguments(queries, candidates, k, mask, message):
+    with pytest.raises(ValueError, match=message):
+        neighbour_mean_weights(queries, candidates, k, candidate_mask=mask)

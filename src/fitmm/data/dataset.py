@@ -25,6 +25,8 @@ TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_LABELS = {"train": TRAIN, "valid": VALID, "test": TEST}
 MODALITIES = ("image", "text")
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
+NEW_ITEM_NEIGHBOURS = 10
+"""Default number of similar catalogue items a new item borrows its score from, per modality."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return table[:, 0], table[:, 1], table[:, 2]
 
 
-def _read_modality(folder: Path, name: str, n_items: int) -> Modality | None:
+def _read_modality(folder: Path, name: str, n_items: int, row_count_source: str) -> Modality | None:
     feature_path = folder / f"{name}_feat.npy"
     mask_path = folder / f"{name}_mask.npy"
     if not feature_path.exists():
@@ -169,10 +171,7 @@ def _read_modality(folder: Path, name: str, n_items: int) -> Modality | None:
     if features.ndim != 2:
         raise InputError(f"{feature_path}: expected a 2-D array (items × width), got shape {features.shape}")
     if features.shape[0] != n_items:
-        raise InputError(
-            f"{feature_path}: has {features.shape[0]} rows but the dataset has {n_items} items "
-            f"(max itemID + 1)"
-        )
+        raise InputError(f"{feature_path}: has {features.shape[0]} rows but {row_count_source}")
     features = np.asarray(features, dtype=np.float32)
     finite = np.isfinite(features)
     if not finite.all():
@@ -242,7 +241,7 @@ def load_folder(path: str | Path) -> Dataset:
     n_items = int(items.max()) + 1
     modalities = {}
     for name in MODALITIES:
-        modality = _read_modality(folder, name, n_items)
+        modality = _read_modality(folder, name, n_items, f"the dataset has {n_items} items (max itemID + 1)")
         if modality is not None:
             modalities[name] = modality
     return Dataset(
@@ -255,3 +254,23 @@ def load_folder(path: str | Path) -> Dataset:
         modalities=modalities,
         source=str(folder.resolve()),
     )
+
+
+def load_new_items(path: str | Path) -> dict[str, Modality]:
+    """Content of items that are not in a dataset yet: a folder of ``<modality>_feat.npy`` files
+    (one row per new item, in the same order in every file) with optional ``<modality>_mask.npy``,
+    validated like a dataset folder's features. At least one modality is required.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder of new-item features")
+    present = [name for name in MODALITIES if (folder / f"{name}_feat.npy").exists()]
+    if not present:
+        names = " or ".join(f"{name}_feat.npy" for name in MODALITIES)
+        raise InputError(f"{folder}: no new-item features ({names})")
+    first = folder / f"{present[0]}_feat.npy"
+    shape = _load_array(first).shape
+    n_new = int(shape[0]) if shape else 0
+    if n_new == 0:
+        raise InputError(f"{first}: no rows (expected one row per new item)")
+    return {name: _read_modality(folder, name, n_new, f"{first.name} has {n_new}") for name in present}

@@ -152,18 +152,39 @@ class PrepareReport:
             + ": "
             + ", ".join(f"{name} {self.split_sizes[name]:,}" for name in _SPLIT_NAMES),
         ]
-        for modality, report in (("text", self.text), ("image", self.image)):
-            if report is None:
-                lines.append(f"{modality} features: not built")
-                continue
-            lacking = (f"{report.n_no_content:,} without text" if modality == "text" else
-                       f"{report.n_no_content:,} without an image file, "
-                       f"{report.n_unreadable:,} unreadable")
-            lines.append(
-                f"{modality} features ({report.encoder}): {report.n_with_content:,}/"
-                f"{report.n_items:,} items ({report.coverage:.1%}); {lacking}; "
-                f"encoded {report.n_encoded:,}, from cache {report.n_from_cache:,}")
-        return "\n".join(lines)
+        return "\n".join(lines + _content_lines(self.text, self.image))
+
+
+@dataclass
+class NewItemsReport:
+    """What :func:`encode_new_items` wrote: content features of items outside any dataset."""
+
+    out: Path
+    n_items: int
+    text: ModalityReport | None = None
+    image: ModalityReport | None = None
+
+    def summary(self) -> str:
+        """A human-readable multi-line summary (printed by ``fitmm data encode``)."""
+        lines = [f"encoded {self.n_items:,} new items into {self.out} (row order: i_id_mapping.csv)"]
+        return "\n".join(lines + _content_lines(self.text, self.image))
+
+
+def _content_lines(text: ModalityReport | None, image: ModalityReport | None) -> list[str]:
+    """One summary line per modality: coverage, what lacks content and why, cache use."""
+    lines = []
+    for modality, report in (("text", text), ("image", image)):
+        if report is None:
+            lines.append(f"{modality} features: not built")
+            continue
+        lacking = (f"{report.n_no_content:,} without text" if modality == "text" else
+                   f"{report.n_no_content:,} without an image file, "
+                   f"{report.n_unreadable:,} unreadable")
+        lines.append(
+            f"{modality} features ({report.encoder}): {report.n_with_content:,}/"
+            f"{report.n_items:,} items ({report.coverage:.1%}); {lacking}; "
+            f"encoded {report.n_encoded:,}, from cache {report.n_from_cache:,}")
+    return lines
 
 
 def prepare_dataset(*, interactions: Path, out: Path, items: Path | None = None,
@@ -296,6 +317,51 @@ def prepare_dataset(*, interactions: Path, out: Path, items: Path | None = None,
                      for label, name in enumerate(_SPLIT_NAMES)},
         k_core=k_core, min_rating=min_rating, seed=seed,
         text=text_report, image=image_report)
+
+
+def encode_new_items(*, items: Path, out: Path, images: Path | None = None,
+                     text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS, item_id_col: str | None = None,
+                     text_encoder: str | TextEncoder | None = DEFAULT_TEXT_ENCODER,
+                     image_encoder: str | ImageEncoder | None = DEFAULT_IMAGE_ENCODER,
+                     batch_size: int = 64, progress: bool = False) -> NewItemsReport:
+    """Encode the content of items that are not in a dataset yet into the folder ``out``.
+
+    Every item of the metadata file ``items`` becomes a row, numbered in raw-ID sort order as
+    ``prepare_dataset`` numbers items; ``out`` gets ``i_id_mapping.csv`` and the feature and mask
+    files of each modality, made exactly as ``prepare_dataset`` makes them (same text rule, same
+    encoders, the same per-item cache). Pass the same encoders as for the dataset the model was
+    trained on; ``fitmm recommend --new-items out`` then ranks these items in.
+    """
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be 1 or more")
+    if text_encoder is None and (images is None or image_encoder is None):
+        raise InputError("nothing to encode: give --images, or keep a text encoder")
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: the output must be a folder")
+    if images is not None and not Path(images).is_dir():
+        raise InputError(f"{images}: image folder not found")
+    texts_by_id = read_item_texts(Path(items), item_id_col=item_id_col, text_fields=text_fields)
+    if isinstance(text_encoder, str):
+        text_encoder = SentenceTransformerEncoder(text_encoder, batch_size)
+    if isinstance(image_encoder, str) and images is not None:
+        image_encoder = load_image_encoder(image_encoder)
+    _, raw_item_ids = encode_raw_ids(np.array(list(texts_by_id)))
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_id_mapping(out / "i_id_mapping.csv", raw_item_ids, "itemID")
+    report = NewItemsReport(out=out, n_items=len(raw_item_ids))
+    if text_encoder is not None:
+        report.text = _write_text_features(out, [texts_by_id[i] for i in raw_item_ids], text_encoder,
+                                           batch_size=batch_size, progress=progress)
+    else:
+        _remove_features(out, "text")
+    if images is not None and image_encoder is not None:
+        report.image = _write_image_features(out, find_item_images(Path(images), raw_item_ids), image_encoder,
+                                             batch_size=batch_size, progress=progress)
+    else:
+        _remove_features(out, "image")
+    return report
 
 
 def _write_text_features(out: Path, texts: list[str | None], encoder: TextEncoder, *,

@@ -96,6 +96,44 @@ def knn_graph(
     return _sparse(torch.stack([rows, cols]), values, (n_rows, n_rows))
 
 
+def neighbour_mean_weights(
+    queries: Tensor,
+    candidates: Tensor,
+    k: int,
+    *,
+    candidate_mask: Tensor,
+    block_size: int = 2048,
+) -> Tensor:
+    """Averaging weights (queries × candidates, sparse) over each query's k most similar candidates.
+
+    Row q holds 1/k on the k candidate rows of highest cosine similarity with query q (ties to
+    the lower index, as in ``knn_graph``); candidates whose ``candidate_mask`` entry is False are
+    never chosen. Multiplying these weights with per-candidate values gives each query the mean
+    of its neighbours' values (how a new item borrows the representation of catalogue items).
+    """
+    if queries.dim() != 2 or candidates.dim() != 2 or queries.shape[1] != candidates.shape[1]:
+        raise ValueError(f"queries and candidates must be 2-D with the same width, got "
+                         f"{tuple(queries.shape)} and {tuple(candidates.shape)}")
+    if queries.shape[0] == 0:
+        raise ValueError("no query rows")
+    if candidate_mask.shape != (candidates.shape[0],) or candidate_mask.dtype != torch.bool:
+        raise ValueError(f"candidate_mask must be a bool vector of length {candidates.shape[0]}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    eligible = candidate_mask.nonzero().squeeze(1)
+    if not 1 <= k <= eligible.numel():
+        raise ValueError(f"k must be between 1 and the {eligible.numel()} eligible candidates, got {k}")
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, candidates.dtype), torch.float32)
+    unit_candidates = F.normalize(candidates[eligible].to(dtype), dim=1)
+    unit_queries = F.normalize(queries.to(dtype), dim=1)
+    neighbours = [_top_k_lowest_index_on_ties(unit_queries[start : start + block_size] @ unit_candidates.T, k)
+                  for start in range(0, unit_queries.shape[0], block_size)]
+    rows = torch.arange(queries.shape[0], device=queries.device).repeat_interleave(k)
+    cols = eligible[torch.cat(neighbours).flatten()]
+    values = torch.full((rows.numel(),), 1.0 / k, dtype=dtype, device=queries.device)
+    return _sparse(torch.stack([rows, cols]), values, (queries.shape[0], candidates.shape[0]))
+
+
 def _top_k_lowest_index_on_ties(slab: Tensor, k: int) -> Tensor:
     """Column indices (rows × k, ascending within a row) of the k largest entries of every row.
 

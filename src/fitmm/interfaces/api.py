@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fitmm.data import Dataset, load_dataset
+from fitmm.data import Dataset, Modality, load_dataset
+from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS
 from fitmm.errors import InputError
 from fitmm.evaluation import EvaluationResult, top_k
+from fitmm.graph.knn import neighbour_mean_weights
 from fitmm.models import get_model_class
 from fitmm.models.base import Recommender, ScoreFunction
 from fitmm.training.config import model_hyperparameters, parse_overrides, resolve_config
@@ -118,11 +120,20 @@ class TrainedRun:
             raise InputError(f"unknown split '{split}': choose valid or test")
         return self._trainer().evaluate(split)
 
-    def recommend(self, users: np.ndarray, k: int, exclude_splits: tuple[str, ...] = ("train",)
+    def recommend(self, users: np.ndarray, k: int, exclude_splits: tuple[str, ...] = ("train",), *,
+                  new_items: dict[str, Modality] | None = None, neighbours: int = NEW_ITEM_NEIGHBOURS,
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` item IDs and their scores for each of ``users``, items of ``exclude_splits`` removed."""
-        if not 1 <= k <= self.dataset.n_items:
-            raise InputError(f"k must be between 1 and the number of items, {self.dataset.n_items}; got {k}")
+        """Top-``k`` item IDs and their scores for each of ``users``, items of ``exclude_splits`` removed.
+
+        ``new_items`` (content of items the model never saw, see ``fitmm.data.load_new_items``)
+        joins them to the ranking with IDs ``n_items + row``: each new item scores the mean of
+        the scores of its ``neighbours`` most similar catalogue items with training interactions,
+        averaged over the modalities where it has content.
+        """
+        weights = None if new_items is None else new_item_weights(self.dataset, new_items, neighbours)
+        n_ranked = self.dataset.n_items + (0 if weights is None else weights.shape[0])
+        if not 1 <= k <= n_ranked:
+            raise InputError(f"k must be between 1 and the number of items, {n_ranked}; got {k}")
         users = np.asarray(users, dtype=np.int64)
         bad = users[(users < 0) | (users >= self.dataset.n_users)]
         if bad.size:
@@ -134,20 +145,26 @@ class TrainedRun:
             for start in range(0, len(users), self.config["eval_batch_size"]):
                 batch = users[start:start + self.config["eval_batch_size"]]
                 values = score(torch.from_numpy(batch).to(device)).to("cpu", torch.float32).clone()
+                borrowed = None if weights is None else torch.sparse.mm(weights, values.T).T
                 for split in exclude_splits:
                     block = self.dataset.split_matrix(split)[batch]
                     rows = np.repeat(np.arange(len(batch)), np.diff(block.indptr))
                     values[rows, block.indices] = -torch.inf
+                if borrowed is not None:
+                    values = torch.cat([values, borrowed], dim=1)
                 ranked = top_k(values, k)
                 items.append(ranked.numpy())
                 scores.append(values.gather(1, ranked).numpy())
         return np.concatenate(items), np.concatenate(scores)
 
-    def write_recommendations(self, split: str, k: int, path: str | Path) -> int:
-        """PROTOCOL's ``fitmm recommend``: top-k for every evaluated user of ``split`` as CSV."""
+    def write_recommendations(self, split: str, k: int, path: str | Path, *,
+                              new_items: dict[str, Modality] | None = None,
+                              neighbours: int = NEW_ITEM_NEIGHBOURS) -> int:
+        """PROTOCOL's ``fitmm recommend``: top-k for every evaluated user of ``split`` as CSV
+        (with ``new_items``, ranked together with the catalogue as in ``recommend``)."""
         users = self.dataset.evaluation_users(split)
         exclude = ("train", "valid") if split == "test" and self.config["exclude_valid"] else ("train",)
-        items, scores = self.recommend(users, k, exclude)
+        items, scores = self.recommend(users, k, exclude, new_items=new_items, neighbours=neighbours)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", newline="") as handle:
@@ -157,6 +174,48 @@ class TrainedRun:
                 for rank, (item, value) in enumerate(zip(user_items, user_scores), start=1):
                     writer.writerow([int(user), int(item), rank, repr(float(value))])
         return len(users)
+
+
+def new_item_weights(dataset: Dataset, new_items: dict[str, Modality], neighbours: int) -> torch.Tensor:
+    """(new items × catalogue items) sparse weights that give each new item its borrowed score.
+
+    Per modality, a new item with content averages its ``neighbours`` most cosine-similar
+    catalogue items among those with content and training interactions; the modalities where it
+    has content are then averaged. Modalities and widths must match the dataset's.
+    """
+    if not new_items:
+        raise InputError("new items carry no content modality")
+    sizes = {len(modality.mask) for modality in new_items.values()}
+    if len(sizes) != 1:
+        raise InputError(f"new-item modalities differ in row count: {sorted(sizes)}")
+    n_new = sizes.pop()
+    warm = np.bincount(dataset.train.indices, minlength=dataset.n_items) > 0
+    per_modality, covered = [], np.zeros(n_new)
+    for name, modality in new_items.items():
+        catalogue = dataset.modalities.get(name)
+        if catalogue is None:
+            raise InputError(f"the run's dataset has no {name} features, so new items cannot be placed by {name}")
+        if modality.width != catalogue.width:
+            raise InputError(f"new {name} features are {modality.width}-d but the dataset's are {catalogue.width}-d")
+        candidates = catalogue.mask & warm
+        if not 1 <= neighbours <= candidates.sum():
+            raise InputError(f"neighbours must be between 1 and the {int(candidates.sum())} catalogue items with "
+                             f"{name} content and training interactions; got {neighbours}")
+        weights = neighbour_mean_weights(torch.from_numpy(modality.features), torch.from_numpy(catalogue.features),
+                                         neighbours, candidate_mask=torch.from_numpy(candidates))
+        per_modality.append(_scale_rows(weights, torch.from_numpy(modality.mask.astype(np.float32))))
+        covered += modality.mask
+    if not covered.all():
+        raise InputError(f"new item {int(np.flatnonzero(covered == 0)[0])} has no content in any modality "
+                         f"(every mask entry is False), so it cannot be placed")
+    return _scale_rows(sum(per_modality[1:], per_modality[0]).coalesce(), torch.from_numpy(1.0 / covered).float())
+
+
+def _scale_rows(matrix: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """diag(factors) @ matrix for a coalesced sparse COO matrix."""
+    indices = matrix.indices()
+    values = matrix.values() * factors[indices[0]]
+    return torch.sparse_coo_tensor(indices, values, matrix.shape, check_invariants=False).coalesce()
 
 
 def load_run(directory: str | Path) -> TrainedRun:

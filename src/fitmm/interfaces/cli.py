@@ -39,10 +39,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
+    from fitmm.data import load_new_items
     from fitmm.interfaces.api import load_run
 
-    n_users = load_run(args.run).write_recommendations(args.split, args.k, args.out)
-    print(f"top-{args.k} recommendations for {n_users} users of the {args.split} split written to {args.out}")
+    run = load_run(args.run)
+    new_items = None if args.new_items is None else load_new_items(args.new_items)
+    n_users = run.write_recommendations(args.split, args.k, args.out, new_items=new_items, neighbours=args.neighbours)
+    joined = "" if new_items is None else (f", new items ranked in with IDs from {run.dataset.n_items}")
+    print(f"top-{args.k} recommendations for {n_users} users of the {args.split} split written to {args.out}{joined}")
     return 0
 
 
@@ -108,6 +112,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS
+
     parser = argparse.ArgumentParser(prog="fitmm", description="FITMM and multimodal recommendation baselines.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument("--split", choices=("valid", "test"), default="test",
                            help="recommend for the evaluated users of this split")
     recommend.add_argument("--out", required=True, help="CSV file: user_id,item_id,rank,score")
+    recommend.add_argument("--new-items", metavar="DIR",
+                           help="folder of content features (image_feat.npy, text_feat.npy, masks) of items "
+                                "not in the dataset; they are ranked in with IDs n_items + row")
+    recommend.add_argument("--neighbours", type=int, default=NEW_ITEM_NEIGHBOURS,
+                           help=f"catalogue items a new item borrows its score from (default {NEW_ITEM_NEIGHBOURS})")
     recommend.set_defaults(func=_recommend)
 
     serve = commands.add_parser("serve", help="answer top-K requests for a saved run over HTTP (JSON)")

@@ -1,4 +1,5 @@
-"""``fitmm data prepare``: build a dataset folder from a raw catalogue (see fitmm.data.prepare)."""
+"""``fitmm data prepare`` (a raw catalogue → a dataset folder) and ``fitmm data encode`` (new items →
+their content features); see fitmm.data.prepare."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ _NONE = "none"
 
 
 def add_data_commands(subparsers) -> None:
-    """Add the ``data`` command (subcommand ``prepare``) to an argparse ``subparsers`` object."""
-    from fitmm.data.prepare import DEFAULT_SEED, DEFAULT_TEXT_FIELDS, SPLITS
-    from fitmm.features import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+    """Add the ``data`` command (subcommands ``prepare`` and ``encode``) to an argparse ``subparsers`` object."""
+    from fitmm.data.prepare import DEFAULT_SEED, SPLITS
 
     data = subparsers.add_parser("data", help="prepare datasets from raw files")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -38,10 +38,6 @@ def add_data_commands(subparsers) -> None:
     prepare.add_argument("--split", choices=SPLITS, default="random",
                          help="random (MMRec's per-user rule, default), user-temporal or "
                               "global-temporal")
-    prepare.add_argument("--text-fields", type=_field_list, default=DEFAULT_TEXT_FIELDS,
-                         metavar="FIELD,FIELD,...",
-                         help=f"metadata fields joined into the item text "
-                              f"(default {','.join(DEFAULT_TEXT_FIELDS)})")
     prepare.add_argument("--seed", type=int, default=DEFAULT_SEED, metavar="N",
                          help=f"seed of the random split (default {DEFAULT_SEED})")
     prepare.add_argument("--user-col", metavar="NAME", help="user column of the interactions")
@@ -49,17 +45,43 @@ def add_data_commands(subparsers) -> None:
     prepare.add_argument("--rating-col", metavar="NAME", help="rating column of the interactions")
     prepare.add_argument("--time-col", metavar="NAME",
                          help="timestamp column of the interactions")
-    prepare.add_argument("--item-id-col", metavar="NAME", help="item ID column of the metadata")
-    prepare.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, metavar="MODEL",
+    _add_content_options(prepare)
+    prepare.set_defaults(func=_prepare)
+
+    encode = data_commands.add_parser(
+        "encode", help="item metadata (+ images) of new items -> a folder of their content features",
+        description="Encode the text (and images) of items that are not in a dataset yet, exactly as "
+                    "`fitmm data prepare` encodes a dataset's items, into OUT_DIR: "
+                    "i_id_mapping.csv, text_feat.npy/text_mask.npy, image_feat.npy/image_mask.npy. "
+                    "`fitmm recommend --new-items OUT_DIR` then ranks them in from their content.")
+    encode.add_argument("--items", required=True, type=Path, metavar="FILE",
+                        help="metadata of the new items (CSV/TSV/JSON lines), or a JSON list/object of texts")
+    encode.add_argument("--images", type=Path, metavar="DIR",
+                        help="folder of <raw item id>.<jpg|jpeg|png|webp> images")
+    encode.add_argument("--out", required=True, type=Path, metavar="OUT_DIR", help="output folder")
+    _add_content_options(encode)
+    encode.set_defaults(func=_encode)
+
+
+def _add_content_options(command: argparse.ArgumentParser) -> None:
+    """The options that say how item content is read and encoded (shared by prepare and encode)."""
+    from fitmm.data.prepare import DEFAULT_TEXT_FIELDS
+    from fitmm.features import DEFAULT_IMAGE_ENCODER, DEFAULT_TEXT_ENCODER
+
+    command.add_argument("--text-fields", type=_field_list, default=DEFAULT_TEXT_FIELDS,
+                         metavar="FIELD,FIELD,...",
+                         help=f"metadata fields joined into the item text "
+                              f"(default {','.join(DEFAULT_TEXT_FIELDS)})")
+    command.add_argument("--item-id-col", metavar="NAME", help="item ID column of the metadata")
+    command.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, metavar="MODEL",
                          help=f"sentence-transformers model name or path (default "
                               f"{DEFAULT_TEXT_ENCODER}, shipped by the features extra); "
                               f"'{_NONE}' skips text features")
-    prepare.add_argument("--image-encoder", default=DEFAULT_IMAGE_ENCODER, metavar="ENCODER",
+    command.add_argument("--image-encoder", default=DEFAULT_IMAGE_ENCODER, metavar="ENCODER",
                          help=f"{DEFAULT_IMAGE_ENCODER} (default) or torchvision:MODEL_NAME; "
                               f"'{_NONE}' skips image features")
-    prepare.add_argument("--batch-size", type=int, default=64, metavar="N",
+    command.add_argument("--batch-size", type=int, default=64, metavar="N",
                          help="encoder batch size (default 64)")
-    prepare.set_defaults(func=_prepare)
 
 
 def _field_list(text: str) -> tuple[str, ...]:
@@ -77,6 +99,19 @@ def _prepare(args: argparse.Namespace) -> int:
         k_core=args.k_core, min_rating=args.min_rating, split=args.split, seed=args.seed,
         text_fields=args.text_fields, user_col=args.user_col, item_col=args.item_col,
         rating_col=args.rating_col, time_col=args.time_col, item_id_col=args.item_id_col,
+        text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
+        image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
+        batch_size=args.batch_size, progress=True)
+    print(report.summary())
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from fitmm.data.prepare import encode_new_items
+
+    report = encode_new_items(
+        items=args.items, out=args.out, images=args.images, text_fields=args.text_fields,
+        item_id_col=args.item_id_col,
         text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
         image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
         batch_size=args.batch_size, progress=True)
