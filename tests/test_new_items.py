@@ -184,3 +184,46 @@ def test_encode_new_items_needs_something_to_encode(tmp_path):
         encode_new_items(items=items, out=tmp_path / "new", text_encoder=None, image_encoder=None)
     with pytest.raises(InputError, match="image folder not found"):
         encode_new_items(items=items, out=tmp_path / "new", images=tmp_path / "none", text_encoder=_LengthText())
+
+
+def _cold_recall(run, users, truth, new_items, k=20) -> float:
+    """Mean recall@k of the new items alone (the catalogue left out of the lists)."""
+    n_items = run.dataset.n_items
+    n_new = len(next(iter(new_items.values())).mask)
+    items, _ = run.recommend(users, n_items + n_new, ("train",), new_items=new_items)
+    recalls = []
+    for user, row in zip(users, items):
+        listed = set((row[row >= n_items] - n_items)[:k].tolist())
+        relevant = set(truth[user].indices.tolist())
+        recalls.append(len(listed & relevant) / len(relevant))
+    return float(np.mean(recalls))
+
+
+def test_content_places_held_out_items_where_their_users_are(tmp_path):
+    """ml100k with a tenth of the items held out of training entirely (all their interactions
+    become test truth): ranked by the new-item rule after a short LightGCN training, their
+    recall@20 among themselves is far above random order and above the same rule fed shuffled
+    content (measured: 0.28 against 0.12 and 0.11)."""
+    base = fitmm.load_dataset("ml100k")
+    cold = np.sort(np.random.default_rng(0).choice(base.n_items, size=base.n_items // 10, replace=False))
+    labels = np.where(np.isin(base.items, cold), 2, base.labels)
+    folder = tmp_path / "ml100k-cold"
+    folder.mkdir()
+    table = np.column_stack([base.users, base.items, labels])
+    np.savetxt(folder / "ml100k-cold.inter", table, fmt="%d", delimiter="\t", header="userID\titemID\tx_label",
+               comments="")
+    for name, modality in base.modalities.items():
+        np.save(folder / f"{name}_feat.npy", modality.features)
+        np.save(folder / f"{name}_mask.npy", modality.mask)
+    fitmm.train("lightgcn", folder, tmp_path / "run", epochs=30, progress=False)
+    run = load_run(tmp_path / "run")
+    truth = run.dataset.test[:, cold].tocsr()
+    in_train = np.diff(run.dataset.train.indptr) > 0
+    users = np.flatnonzero((np.diff(truth.indptr) > 0) & in_train)
+    held_out = {name: Modality(m.features[cold], m.mask[cold]) for name, m in base.modalities.items()}
+    permutation = np.random.default_rng(1).permutation(len(cold))
+    shuffled = {name: Modality(m.features[permutation], m.mask[permutation]) for name, m in held_out.items()}
+    recall = _cold_recall(run, users, truth, held_out)
+    random_order = 20 / len(cold)
+    assert recall > 2 * random_order
+    assert recall > 2 * _cold_recall(run, users, truth, shuffled)
