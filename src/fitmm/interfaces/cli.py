@@ -45,7 +45,7 @@ def _recommend(args: argparse.Namespace) -> int:
     run = load_run(args.run)
     new_items = None if args.new_items is None else load_new_items(args.new_items)
     n_users = run.write_recommendations(args.split, args.k, args.out, new_items=new_items, neighbours=args.neighbours)
-    joined = "" if new_items is None else (f", new items ranked in with IDs from {run.dataset.n_items}")
+    joined = "" if new_items is None else f", new items ranked in with IDs from {run.dataset.n_items}"
     print(f"top-{args.k} recommendations for {n_users} users of the {args.split} split written to {args.out}{joined}")
     return 0
 

@@ -13,7 +13,7 @@ def add_data_commands(subparsers) -> None:
     """Add the ``data`` command (subcommands ``prepare`` and ``encode``) to an argparse ``subparsers`` object."""
     from fitmm.data.prepare import DEFAULT_SEED, SPLITS
 
-    data = subparsers.add_parser("data", help="prepare datasets from raw files")
+    data = subparsers.add_parser("data", help="prepare datasets, or encode new items, from raw files")
     data_commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     prepare = data_commands.add_parser(
         "prepare", help="raw interactions + item metadata (+ images) -> dataset folder",
