@@ -193,9 +193,9 @@ def _read_modality(folder: Path, name: str, n_items: int, row_count_source: str)
     return Modality(features=features, mask=mask)
 
 
-def _load_array(path: Path) -> np.ndarray:
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
     except (ValueError, OSError) as error:
         raise InputError(f"{path}: not a readable .npy array ({error})") from None
 
@@ -269,7 +269,7 @@ def load_new_items(path: str | Path) -> dict[str, Modality]:
         names = " or ".join(f"{name}_feat.npy" for name in MODALITIES)
         raise InputError(f"{folder}: no new-item features ({names})")
     first = folder / f"{present[0]}_feat.npy"
-    shape = _load_array(first).shape
+    shape = _load_array(first, mmap_mode="r").shape
     n_new = int(shape[0]) if shape else 0
     if n_new == 0:
         raise InputError(f"{first}: no rows (expected one row per new item)")
