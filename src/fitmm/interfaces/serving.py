@@ -8,8 +8,8 @@ Endpoints (GET only, responses are JSON):
   ``exclude`` lists the splits whose items are left out (default ``train``; empty for none). A
   user with fewer than ``k`` items left gets a shorter list.
 
-Bad requests get status 400 and ``{"error": "…"}``; unknown paths 404. The scorer is built once
-when the server starts, so a request costs one user-batch of scoring and a top-k.
+Bad requests get status 400 and ``{"error": "…"}``; unknown paths 404. The run's scorer is built
+at the first request and kept, so later requests cost one user-batch of scoring and a top-k.
 """
 
 from __future__ import annotations
