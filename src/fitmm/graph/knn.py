@@ -70,17 +70,11 @@ def knn_graph(
 
     dtype = torch.promote_types(features.dtype, torch.float32)
     unit = F.normalize(content.to(dtype), dim=1)
-    neighbours, sims = [], []
-    for start in range(0, unit.shape[0], block_size):
-        slab = unit[start : start + block_size] @ unit.T
-        block_neighbours = _top_k_lowest_index_on_ties(slab, k)
-        neighbours.append(block_neighbours)
-        if weighting == "cosine":
-            sims.append(slab.gather(1, block_neighbours))
+    neighbours, sims = _blockwise_top_k(unit, unit, k, block_size)
     rows = content_rows.repeat_interleave(k)
-    cols = content_rows[torch.cat(neighbours).flatten()]
+    cols = content_rows[neighbours.flatten()]
     if weighting == "cosine":
-        values = torch.cat(sims).flatten()
+        values = sims.flatten()
     else:
         values = torch.ones(rows.numel(), dtype=dtype, device=rows.device)
 
@@ -125,13 +119,23 @@ def neighbour_mean_weights(
         raise ValueError(f"k must be between 1 and the {eligible.numel()} eligible candidates, got {k}")
     dtype = torch.promote_types(torch.promote_types(queries.dtype, candidates.dtype), torch.float32)
     unit_candidates = F.normalize(candidates[eligible].to(dtype), dim=1)
-    unit_queries = F.normalize(queries.to(dtype), dim=1)
-    neighbours = [_top_k_lowest_index_on_ties(unit_queries[start : start + block_size] @ unit_candidates.T, k)
-                  for start in range(0, unit_queries.shape[0], block_size)]
+    neighbours, _ = _blockwise_top_k(F.normalize(queries.to(dtype), dim=1), unit_candidates, k, block_size)
     rows = torch.arange(queries.shape[0], device=queries.device).repeat_interleave(k)
-    cols = eligible[torch.cat(neighbours).flatten()]
+    cols = eligible[neighbours.flatten()]
     values = torch.full((rows.numel(),), 1.0 / k, dtype=dtype, device=queries.device)
     return _sparse(torch.stack([rows, cols]), values, (queries.shape[0], candidates.shape[0]))
+
+
+def _blockwise_top_k(unit_queries: Tensor, unit_candidates: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor]:
+    """For each query row, its k most similar candidate rows (queries × k, ascending, ties to the
+    lower index) and those similarities, one block_size×candidates slab of dot products at a time."""
+    neighbours, sims = [], []
+    for start in range(0, unit_queries.shape[0], block_size):
+        slab = unit_queries[start : start + block_size] @ unit_candidates.T
+        block_neighbours = _top_k_lowest_index_on_ties(slab, k)
+        neighbours.append(block_neighbours)
+        sims.append(slab.gather(1, block_neighbours))
+    return torch.cat(neighbours), torch.cat(sims)
 
 
 def _top_k_lowest_index_on_ties(slab: Tensor, k: int) -> Tensor:
