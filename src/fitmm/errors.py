@@ -9,6 +9,20 @@ class InputError(ValueError):
     """
 
 
+class ParameterError(InputError):
+    """A function parameter has a value it cannot take.
+
+    The library names the parameter (``k_core``); the command line maps the name to its flag
+    (``--k-core``) when it reports the error, so each layer speaks its own vocabulary.
+    """
+
+    def __init__(self, parameter: str, value, problem: str) -> None:
+        self.parameter = parameter
+        self.value = value
+        self.problem = problem
+        super().__init__(f"{parameter} {value!r}: {problem}")
+
+
 class MissingExtraError(InputError):
     """A feature needs an optional dependency group that is not installed.
 

@@ -36,7 +36,7 @@ from fitmm.errors import InputError
 from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
 from fitmm.experiments.tune import format_settings, format_statistic
 from fitmm.training.config import read_config_file, resolve_config
-from fitmm.training.trainer import atomic_write_bytes
+from fitmm.files import atomic_write
 
 log = logging.getLogger("fitmm.experiments")
 
@@ -148,8 +148,7 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
     summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows,
                "appendices": [_appendix(path) for path in suite.appendices]}
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(summary, indent=2, ensure_ascii=False).encode()
-    atomic_write_bytes(out / "summary.json", lambda handle: handle.write(text))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
 
 

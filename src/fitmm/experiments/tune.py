@@ -29,7 +29,7 @@ from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
 from fitmm.training.config import default_config, load_settings_yaml, resolve_config
-from fitmm.training.trainer import atomic_write_bytes
+from fitmm.files import atomic_write
 
 log = logging.getLogger("fitmm.experiments")
 
@@ -186,14 +186,9 @@ def tune(
     }
     summary = summarise(model, data.name, search, configurations, out, errors, legacy_test_selection)
     out.mkdir(parents=True, exist_ok=True)
-    _write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    _write_text(out / "summary.md", summary_markdown(summary))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    atomic_write(out / "summary.md", summary_markdown(summary))
     return TuneRun(summary, skipped=len(requests) - len(to_run), ran=len(to_run), backend=backend.description)
-
-
-def _write_text(path: Path, text: str) -> None:
-    content = text.encode()
-    atomic_write_bytes(path, lambda handle: handle.write(content))
 
 
 def _statistics(results: list[dict], split: str) -> dict | None:

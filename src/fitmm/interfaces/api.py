@@ -22,7 +22,8 @@ from fitmm.graph.knn import neighbour_mean_weights
 from fitmm.models import get_model_class
 from fitmm.models.base import Recommender, ScoreFunction
 from fitmm.training.config import model_hyperparameters, parse_overrides, resolve_config
-from fitmm.training.trainer import Trainer, seed_everything, write_json
+from fitmm.files import write_json
+from fitmm.training.trainer import Trainer, seed_everything
 
 
 def build_model(name: str, dataset: Dataset, config: dict) -> Recommender:

@@ -14,7 +14,6 @@ half-written checkpoint or result.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 
 from fitmm.data.dataset import Dataset
 from fitmm.evaluation import EvaluationResult, evaluate
+from fitmm.files import atomic_write, write_json
 from fitmm.models.base import Recommender
 from fitmm.training.sampler import NegativeSampler
 
@@ -46,19 +46,6 @@ def peak_rss_mb() -> float:
     """The process's peak resident set size so far, in MB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 / (1024.0 if os.uname().sysname == "Darwin" else 1.0)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
-def write_json(path: Path, content: dict) -> None:
-    atomic_write_bytes(path, lambda handle: handle.write(json.dumps(content, indent=2).encode()))
 
 
 @dataclass
@@ -131,7 +118,7 @@ class Trainer:
         }
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        atomic_write_bytes(self.out_dir / "last.pt", lambda handle: torch.save(state, handle))
+        atomic_write(self.out_dir / "last.pt", lambda handle: torch.save(state, handle))
 
     def resume(self) -> bool:
         """Restore the state of ``last.pt`` if it exists; returns whether it did."""
@@ -155,7 +142,7 @@ class Trainer:
 
     def _save_best(self) -> None:
         state = self.model.state_dict()
-        atomic_write_bytes(self.out_dir / "best.pt", lambda handle: torch.save(state, handle))
+        atomic_write(self.out_dir / "best.pt", lambda handle: torch.save(state, handle))
 
     # ----------------------------------------------------------------- training
     def _train_epoch(self, epoch: int) -> dict[str, float]:
