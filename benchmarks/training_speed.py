@@ -8,7 +8,8 @@ For each dataset, in a fresh process per model (so peak RSS is that model's own)
   ``"estimated": true``);
 - for FITMM, its compute floor: the unavoidable dense work of one epoch, i.e. the content
   projections (Linear(width→256), LeakyReLU, Linear(256→64) per content modality, raw features
-  trainable as in FITMM's defaults) forward and backward over all items, once per training batch;
+  trainable as in FITMM's defaults) forward and backward over all items, once per training batch,
+  timed in fp32 and in bf16 (autocast) in the same process;
 - for FITMM, also the other work its computation cannot skip, each part alone at FITMM's shapes:
   the user–item propagation of every modality, forward and backward; the batched
   eigen-decomposition of the Gram matrices, with its backward; one fused Adam step over FITMM's
@@ -25,8 +26,11 @@ ml100k uses its real features. The Amazon sets (baby, sports, clothing from ../s
 no features here: random 4096-d image and 384-d text features are made up FOR TIMING ONLY and the
 JSON labels them so; they say nothing about accuracy.
 
+Every model is measured in each precision of ``--precisions`` (default fp32,bf16), each in its own
+process.
+
     python benchmarks/training_speed.py [--datasets ml100k,baby] [--models fitmm,lightgcn] [--epochs 3]
-                                        [--max-batches 0] [--out JSON] [--markdown PAGE]
+                                        [--precisions fp32,bf16] [--max-batches 0] [--out JSON] [--markdown PAGE]
 
 ``--markdown`` also writes the rows as a Markdown table (the results suite copies
 ``benchmarks/results/clothing_scale.md`` onto the results page).
@@ -50,9 +54,11 @@ from torch import nn
 from fitmm.data import Modality, load_dataset
 from fitmm.graph.adjacency import layer_sum
 from fitmm.graph.spectral import band_bases
-from fitmm.interfaces.api import build_model
 from fitmm.models.losses import batch_uniformity
-from fitmm.training.config import parse_overrides, resolve_config
+from fitmm.training.checkpoints import run_identity
+from fitmm.training.precision import autocast
+from fitmm.training.runs import build_model
+from fitmm.training.settings import parse_overrides, resolve_settings
 from fitmm.training.trainer import Trainer, peak_rss_mb
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -86,37 +92,38 @@ class TimedTrainer(Trainer):
         self.model.train()
         seconds = []
         started = time.perf_counter()
-        for users, positives, negatives in self.sampler.batches(self.config["batch_size"], self.model.uses_negatives):
-            parts = self.model.loss(users, positives, negatives)
-            self.optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            self.optimizer.step()
+        for users, positives, negatives in self.sampler.batches(self.settings.batch_size, self.model.uses_negatives):
+            self.step(users, positives, negatives)
             now = time.perf_counter()
             seconds.append(now - started)
             started = now
             if self.max_batches and len(seconds) == self.max_batches:
                 break
+        self.model.on_epoch_end(epoch)
         return seconds
 
 
-def floor_work(data, config: dict):
-    """One batch's share of the floor: the content projections' forward + backward over all items."""
+def floor_work(data, hyperparameters, precision: str):
+    """One batch's share of the floor: the content projections' forward + backward over all items,
+    in ``precision`` (bf16: under autocast, as a bf16 training step runs them)."""
     torch.manual_seed(0)
     tables, projections = [], []
-    for name in config["content_modalities"]:
+    for name in hyperparameters.content_modalities:
         if name in data.modalities:
             table = nn.Parameter(torch.from_numpy(data.modalities[name].features.copy()))
             tables.append(table)
-            projections.append(nn.Sequential(nn.Linear(table.shape[1], config["hidden_size"]), nn.LeakyReLU(),
-                                              nn.Linear(config["hidden_size"], config["embedding_size"])))
+            projections.append(nn.Sequential(nn.Linear(table.shape[1], hyperparameters.hidden_size), nn.LeakyReLU(),
+                                              nn.Linear(hyperparameters.hidden_size, hyperparameters.embedding_size)))
 
     def projections_forward_backward():
-        sum(projection(table).sum() for projection, table in zip(projections, tables)).backward()
+        with autocast(precision, "cpu"):
+            total = sum(projection(table).float().sum() for projection, table in zip(projections, tables))
+        total.backward()
 
     return projections_forward_backward
 
 
-def required_work(trainer: Trainer, config: dict) -> dict:
+def required_work(trainer: Trainer) -> dict:
     """One batch's share of each part of FITMM's step that any implementation of it must do besides
     the floor, alone at the model's shapes (see the module docstring)."""
     model = trainer.model
@@ -130,14 +137,14 @@ def required_work(trainer: Trainer, config: dict) -> dict:
     parameters = [nn.Parameter(torch.zeros_like(p)) for p in model.parameters()]
     for parameter in parameters:
         parameter.grad = torch.randn(parameter.shape, generator=generator)
-    optimizer = torch.optim.Adam(parameters, lr=config["learning_rate"], fused=True)
+    optimizer = torch.optim.Adam(parameters, lr=trainer.settings.learning_rate, fused=True)
     parts = {"propagation": propagation, "optimizer": optimizer.step}
     if model.n_bands > 1:
         square = torch.randn(2, 2, len(model.modalities), model.d, model.d, generator=generator, dtype=torch.float64)
         grams = (square @ square.mT).float().requires_grad_()
         parts["eigen_decomposition"] = lambda: band_bases(grams, model.n_bands).sum().backward()
-    if model.consistency != "none" and model.uniformity:
-        users, positives, _ = next(iter(trainer.sampler.batches(config["batch_size"], False)))
+    if model.uniformity:
+        users, positives, _ = next(iter(trainer.sampler.batches(trainer.settings.batch_size, False)))
         batch = []
         for rows in (users, positives):
             counts = torch.unique(rows, return_counts=True)[1]
@@ -162,14 +169,15 @@ def seconds_of(work, calls: int) -> float:
 
 def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: dict) -> dict:
     data, made_up = load(dataset)
-    config = resolve_config(model, overrides={**settings, "epochs": epochs, "checkpoint_every": 0})
-    trainer = TimedTrainer(build_model(model, data, config), data, config, Path("."), progress=False,
+    run = resolve_settings(model, overrides={**settings, "epochs": epochs, "checkpoint_every": 0})
+    identity = run_identity(model, run.as_dict(), data.fingerprint)
+    trainer = TimedTrainer(build_model(run, data), data, run.training, Path("."), identity, progress=False,
                            max_batches=max_batches)
-    n_batches = trainer.sampler.n_batches(config["batch_size"])
-    # FITMM's floor and required parts are timed after every epoch, as many calls as batches were
-    # timed, so that they see the same machine load as the epochs they are compared with. They are
-    # built after the first epoch, once the training's peak RSS has been read.
-    timed_parts = model == "fitmm" and set(config["content_modalities"]) & set(data.modalities)  # a floor needs content
+    n_batches = trainer.sampler.n_batches(run.training.batch_size)
+    # FITMM's floors (fp32 and bf16) and required parts are timed after every epoch, as many calls as
+    # batches were timed, so that they see the same machine load as the epochs they are compared
+    # with. They are built after the first epoch, once the training's peak RSS has been read.
+    timed_parts = model == "fitmm" and set(run.hyperparameters.content_modalities) & set(data.modalities)
     parts, part_seconds = {}, {}
     epoch_seconds, batch_seconds = [], []
     for epoch in range(epochs):
@@ -179,13 +187,15 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: d
         if epoch == 0:
             peak_rss = peak_rss_mb()
             if timed_parts:
-                parts = {"floor": floor_work(data, config), **required_work(trainer, config)}
+                parts = {"floor": floor_work(data, run.hyperparameters, "fp32"),
+                         "floor_bf16": floor_work(data, run.hyperparameters, "bf16"), **required_work(trainer)}
                 for work in parts.values():
                     work()  # warm-up
         for name, work in parts.items():
             part_seconds.setdefault(name, []).append(seconds_of(work, len(seconds)) / len(seconds) * n_batches)
     result = {
-        "dataset": dataset, "model": model, "settings": settings, "users": data.n_users, "items": data.n_items,
+        "dataset": dataset, "model": model, "settings": settings, "precision": run.training.precision,
+        "users": data.n_users, "items": data.n_items,
         "train_interactions": int(data.train.nnz), "batches_per_epoch": n_batches,
         "features": ("made up, timing only: " if made_up else "real: ")
         + ", ".join(f"{k} {m.width}-d" for k, m in data.modalities.items()),
@@ -198,6 +208,7 @@ def measure(dataset: str, model: str, epochs: int, max_batches: int, settings: d
         medians = {name: statistics.median(seconds) for name, seconds in part_seconds.items()}
         floor = medians.pop("floor")
         result["floor_epoch_seconds"] = floor
+        result["floor_bf16_epoch_seconds"] = medians.pop("floor_bf16")
         result["epoch_over_floor"] = result["median_epoch_seconds"] / floor
         result["required_beyond_floor_epoch_seconds"] = medians
         result["floor_and_required_over_floor"] = (floor + sum(medians.values())) / floor
@@ -213,6 +224,7 @@ def main() -> None:
                         help="time at most this many batches per epoch on the Amazon sets (0 = all)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results") / "training_speed.json"))
     parser.add_argument("--markdown", help="also write the rows as a Markdown table to this file")
+    parser.add_argument("--precisions", default="fp32,bf16", help="each model is measured in each of these")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a model setting for every measured model (repeatable), e.g. preset=paper")
     parser.add_argument("--child", nargs=2, metavar=("DATASET", "MODEL"), help=argparse.SUPPRESS)
@@ -223,21 +235,25 @@ def main() -> None:
         print(json.dumps(measure(dataset, model, args.epochs, limit, parse_overrides(args.set))))
         return
     rows = []
-    for dataset in args.datasets.split(","):
-        for model in args.models.split(","):
-            completed = subprocess.run(
-                [sys.executable, __file__, "--child", dataset, model, "--epochs", str(args.epochs),
-                 "--max-batches", str(args.max_batches), *(f"--set={item}" for item in args.set)],
-                capture_output=True, text=True, check=True)
-            row = json.loads(completed.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            floor = ""
-            if "floor_epoch_seconds" in row:
-                required = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in row["required_beyond_floor_epoch_seconds"].items())
-                floor = (f", floor {row['floor_epoch_seconds']:.2f} s ({row['epoch_over_floor']:.2f}×); required beyond it: "
-                         f"{required} (floor + these = {row['floor_and_required_over_floor']:.2f}× the floor)")
-            print(f"{dataset:<9} {model:<9} epoch {row['median_epoch_seconds']:.2f} s{' (est.)' if row['estimated'] else ''}"
-                  f"{floor}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+    runs = [(dataset, model, precision) for dataset in args.datasets.split(",") for model in args.models.split(",")
+            for precision in args.precisions.split(",")]
+    for dataset, model, precision in runs:
+        completed = subprocess.run(
+            [sys.executable, __file__, "--child", dataset, model, "--epochs", str(args.epochs),
+             "--max-batches", str(args.max_batches), *(f"--set={item}" for item in args.set),
+             f"--set=precision={precision}"],
+            capture_output=True, text=True, check=True)
+        row = json.loads(completed.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        floor = ""
+        if "floor_epoch_seconds" in row:
+            required = ", ".join(f"{name} {seconds:.2f} s"
+                                 for name, seconds in row["required_beyond_floor_epoch_seconds"].items())
+            floor = (f", fp32 floor {row['floor_epoch_seconds']:.2f} s ({row['epoch_over_floor']:.2f}×), bf16 floor "
+                     f"{row['floor_bf16_epoch_seconds']:.2f} s; required beyond it: {required} (floor + these = "
+                     f"{row['floor_and_required_over_floor']:.2f}× the fp32 floor)")
+        print(f"{dataset:<9} {model:<9} {precision} epoch {row['median_epoch_seconds']:.2f} s"
+              f"{' (est.)' if row['estimated'] else ''}{floor}, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
     report = {"benchmark": "training_speed", "torch_threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "results": rows}
     out = Path(args.out)
@@ -258,19 +274,21 @@ def markdown_table(report: dict) -> str:
         "batch time × batches per epoch. Features marked made up are random, for timing only. The last "
         "column is the floor plus the other parts FITMM cannot skip (propagation, eigen-decomposition, "
         "optimizer step, the authors' uniformity term), each timed alone: a lower bound on the epoch.", "",
-        "| dataset | users × items | training pairs | features | model | epoch (s) | peak RSS (MB) | FITMM / its floor "
-        "| floor + required parts / floor |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dataset | users × items | training pairs | features | model | precision | epoch (s) | peak RSS (MB) "
+        "| FITMM / fp32 floor | bf16 floor / fp32 floor | floor + required parts / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         epoch = f"{row['median_epoch_seconds']:.1f}" + (" (est.)" if row["estimated"] else "")
-        floor, required = "–", "–"
+        floor, bf16_floor, required = "–", "–", "–"
         if "floor_epoch_seconds" in row:
             floor = f"{row['epoch_over_floor']:.2f}× ({row['floor_epoch_seconds']:.1f} s)"
+            bf16_floor = f"{row['floor_bf16_epoch_seconds'] / row['floor_epoch_seconds']:.2f}×"
             required = f"{row['floor_and_required_over_floor']:.2f}×"
         settings = "".join(f" {key}={value}" for key, value in row.get("settings", {}).items())
         lines.append(f"| {row['dataset']} | {row['users']:,} × {row['items']:,} | {row['train_interactions']:,} | "
-                     f"{row['features']} | `{row['model']}`{settings} | {epoch} | {row['peak_rss_mb']:,.0f} | {floor} | {required} |")
+                     f"{row['features']} | `{row['model']}`{settings} | {row['precision']} | {epoch} | "
+                     f"{row['peak_rss_mb']:,.0f} | {floor} | {bf16_floor} | {required} |")
     return "\n".join(lines) + "\n"
 
 

@@ -72,7 +72,7 @@ VBPR_ARGS = dict(embedding_size=4, reg_weight=0.5, freeze_features=True)
 def test_vbpr_score_is_id_part_plus_projected_content_part():
     toy = toy_dataset()
     torch.manual_seed(0)
-    model = VBPR(toy, **VBPR_ARGS)
+    model = VBPR(toy, VBPR.Settings(**VBPR_ARGS))
     content = torch.cat([imputed(toy.modalities["text"]), imputed(toy.modalities["image"])], dim=1)  # text first
     assert torch.equal(model.item_content, content)
     p = model.user_factors.detach()
@@ -86,7 +86,7 @@ def test_vbpr_score_is_id_part_plus_projected_content_part():
 
 def test_vbpr_content_is_constant_and_regulariser_uses_the_concatenated_vectors():
     toy = toy_dataset()
-    model = VBPR(toy, **VBPR_ARGS)
+    model = VBPR(toy, VBPR.Settings(**VBPR_ARGS))
     assert "item_content" not in dict(model.named_parameters())
     before = model.item_content.clone()
     weight_before = model.content_projection.weight.detach().clone()
@@ -136,7 +136,7 @@ def scatter_neighbour_lists(columns: torch.Tensor, values: torch.Tensor, n: int)
 @pytest.mark.parametrize("mask_placeholders", [True, False])
 def test_lattice_learned_graph_is_topk_cosine_mixed_then_normalised(mask_placeholders):
     torch.manual_seed(0)
-    model = LATTICE(toy_dataset(), **{**LATTICE_ARGS, "mask_placeholders": mask_placeholders})
+    model = LATTICE(toy_dataset(), LATTICE.Settings(**{**LATTICE_ARGS, "mask_placeholders": mask_placeholders}))
     with torch.no_grad():
         model.modality_logits.copy_(torch.tensor([0.2, 1.0]))  # unequal weights: order of mixing matters
     graph = model.build_item_graph()
@@ -173,7 +173,7 @@ def backbone_items(model: LATTICE, dataset: Dataset) -> torch.Tensor:
 
 def test_lattice_final_item_embedding_is_backbone_plus_a_unit_row():
     toy = toy_dataset()
-    model = LATTICE(toy, **LATTICE_ARGS)
+    model = LATTICE(toy, LATTICE.Settings(**LATTICE_ARGS))
     with torch.no_grad():
         _, items = model.propagate(model.build_item_graph())
     difference = items - backbone_items(model, toy)
@@ -183,7 +183,7 @@ def test_lattice_final_item_embedding_is_backbone_plus_a_unit_row():
 def test_lattice_with_lambda_one_is_a_frozen_graph_model():
     toy = toy_dataset()
     torch.manual_seed(0)
-    model = LATTICE(toy, **{**LATTICE_ARGS, "lambda_coeff": 1.0})
+    model = LATTICE(toy, LATTICE.Settings(**{**LATTICE_ARGS, "lambda_coeff": 1.0}))
     with torch.no_grad():
         _, items = model.propagate(model.build_item_graph())
         initial = sum(0.5 * dense(getattr(model, f"{m}_graph")) for m in model.modalities)  # softmax(0.5, 0.5)
@@ -197,7 +197,7 @@ def test_lattice_with_lambda_one_is_a_frozen_graph_model():
 
 def test_lattice_projections_get_gradient_from_one_batch_per_epoch():
     toy = toy_dataset()
-    model = LATTICE(toy, **LATTICE_ARGS)
+    model = LATTICE(toy, LATTICE.Settings(**LATTICE_ARGS))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     users, positives, negatives = a_batch(toy)
     for epoch in range(2):
@@ -216,7 +216,7 @@ def test_lattice_projections_get_gradient_from_one_batch_per_epoch():
 
 
 def test_lattice_guards_rows_with_nonpositive_degree():
-    model = LATTICE(toy_dataset(modalities=("text",)), **LATTICE_ARGS)
+    model = LATTICE(toy_dataset(modalities=("text",)), LATTICE.Settings(**LATTICE_ARGS))
     with torch.no_grad():
         model.projections["text"].weight.zero_()
         model.projections["text"].bias.zero_()  # every projected row is 0: cosines 0, degrees 0
@@ -230,7 +230,7 @@ def test_lattice_guards_rows_with_nonpositive_degree():
 # --------------------------------------------------------------------------------------- FREEDOM
 def test_freedom_pruned_graph_is_a_renormalised_symmetric_edge_sample():
     toy = toy_dataset()
-    model = FREEDOM(toy, **FREEDOM_ARGS)
+    model = FREEDOM(toy, FREEDOM.Settings(**FREEDOM_ARGS))
     train = set(zip(*toy.train.nonzero()))
     n_users = toy.n_users
     for epoch in range(3):
@@ -256,7 +256,7 @@ def test_freedom_pruning_drops_edges_between_high_degree_nodes_more_often():
     dataset = Dataset(name="degrees", n_users=101, n_items=101, users=users, items=items,
                       labels=np.zeros(len(users), dtype=np.int64),
                       modalities={"text": Modality(rng.normal(size=(101, 4)).astype(np.float32), np.ones(101, bool))})
-    model = FREEDOM(dataset, **{**FREEDOM_ARGS, "dropout": 0.9})
+    model = FREEDOM(dataset, FREEDOM.Settings(**{**FREEDOM_ARGS, "dropout": 0.9}))
     torch.manual_seed(0)
     low_degree_kept, high_degree_kept = 0, 0
     for epoch in range(30):
@@ -270,7 +270,7 @@ def test_freedom_pruning_drops_edges_between_high_degree_nodes_more_often():
 
 def test_freedom_item_graph_is_frozen_binary_knn_mixture():
     toy = toy_dataset()
-    model = FREEDOM(toy, **FREEDOM_ARGS)
+    model = FREEDOM(toy, FREEDOM.Settings(**FREEDOM_ARGS))
     per_modality = {}
     for name, modality in toy.modalities.items():
         mask = torch.from_numpy(modality.mask)
@@ -293,7 +293,7 @@ def test_freedom_item_graph_is_frozen_binary_knn_mixture():
 
 def test_freedom_scores_on_the_full_graph_and_trains_on_the_pruned_one():
     toy = toy_dataset()
-    model = FREEDOM(toy, **FREEDOM_ARGS)
+    model = FREEDOM(toy, FREEDOM.Settings(**FREEDOM_ARGS))
     model.on_epoch_start(0)
     all_users = torch.arange(toy.n_users)
     with torch.no_grad():
@@ -307,7 +307,7 @@ def test_freedom_scores_on_the_full_graph_and_trains_on_the_pruned_one():
 # --------------------------------------------------------------------------------------- BM3
 def test_bm3_needs_no_negatives_and_its_targets_carry_no_gradient(monkeypatch):
     toy = toy_dataset()
-    model = BM3(toy, **BM3_ARGS)
+    model = BM3(toy, BM3.Settings(**BM3_ARGS))
     assert BM3.uses_negatives is False
     targets = []
     original = model.target_view
@@ -328,7 +328,7 @@ def test_bm3_needs_no_negatives_and_its_targets_carry_no_gradient(monkeypatch):
 
 def test_bm3_loss_is_invariant_to_the_scale_of_its_targets(monkeypatch):
     toy = toy_dataset()
-    model = BM3(toy, **BM3_ARGS)
+    model = BM3(toy, BM3.Settings(**BM3_ARGS))
     users, positives, _ = a_batch(toy)
     torch.manual_seed(3)
     reference = {k: v.item() for k, v in model.loss(users, positives, None).items()}
@@ -341,7 +341,7 @@ def test_bm3_loss_is_invariant_to_the_scale_of_its_targets(monkeypatch):
 
 def test_bm3_scores_through_the_predictor_and_regularises_whole_tables():
     toy = toy_dataset()
-    model = BM3(toy, **BM3_ARGS)
+    model = BM3(toy, BM3.Settings(**BM3_ARGS))
     with torch.no_grad():
         user_online, item_online = model.online()
         scores = model.scorer()(torch.arange(toy.n_users))
@@ -360,7 +360,7 @@ MODEL_ARGS = {VBPR: VBPR_ARGS, LATTICE: LATTICE_ARGS, FREEDOM: FREEDOM_ARGS, BM3
 @pytest.mark.parametrize("modalities", [("image",), ("text",)])
 def test_runs_on_a_single_modality(model_class, modalities):
     toy = toy_dataset(modalities=modalities)
-    model = model_class(toy, **MODEL_ARGS[model_class])
+    model = model_class(toy, model_class.Settings(**MODEL_ARGS[model_class]))
     model.on_epoch_start(0)
     users, positives, negatives = a_batch(toy)
     model.loss(users, positives, negatives if model.uses_negatives else None)["loss"].backward()
@@ -371,13 +371,13 @@ def test_runs_on_a_single_modality(model_class, modalities):
 @pytest.mark.parametrize("model_class", MODEL_ARGS, ids=lambda c: c.__name__)
 def test_without_content_features_is_a_clear_error(model_class):
     with pytest.raises(InputError, match=r"needs image and/or text features; dataset 'toy' has none"):
-        model_class(toy_dataset(modalities=()), **MODEL_ARGS[model_class])
+        model_class(toy_dataset(modalities=()), model_class.Settings(**MODEL_ARGS[model_class]))
 
 
 @pytest.mark.parametrize("model_class", [FREEDOM, LATTICE], ids=lambda c: c.__name__)
 def test_knn_size_beyond_the_content_rows_is_a_clear_error(model_class):
     with pytest.raises(InputError, match=r"image kNN size 10 must be between 1 and the 9 items"):
-        model_class(toy_dataset(), **{**MODEL_ARGS[model_class], "knn_k": 10})
+        model_class(toy_dataset(), model_class.Settings(**{**MODEL_ARGS[model_class], "knn_k": 10}))
 
 
 # --------------------------------------------------------------------------------------- ml100k

@@ -1,4 +1,4 @@
-"""MGCN, LGMRec and SMORE: their distinctive mechanisms (BASELINES.md §9–11) and real training."""
+"""MGCN, LGMRec and SMORE: their distinctive mechanisms (docs/baselines.md §9–11) and real training."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fitmm.models.content import content_features
 from fitmm.models.lgmrec import LGMRec, hypergraph_propagation, summed_nce
 from fitmm.models.mgcn import MGCN
 from fitmm.models.smore import SMORE
-from fitmm.training.config import resolve_config
+from fitmm.training.settings import resolve_settings
 
 PLACEHOLDER = 2  # the toy item without an image
 
@@ -48,7 +48,7 @@ def mgcn(dataset, **changes):
     settings = dict(embedding_size=8, n_ui_layers=2, n_ii_layers=1, knn_k=3, reg_weight=1e-4, cl_weight=0.01,
                     freeze_features=False, mask_placeholders=True)
     torch.manual_seed(0)
-    return MGCN(dataset, **{**settings, **changes})
+    return MGCN(dataset, MGCN.Settings(**{**settings, **changes}))
 
 
 def lgmrec(dataset, **changes):
@@ -56,7 +56,7 @@ def lgmrec(dataset, **changes):
                     keep_rate=0.5, alpha=0.3, cl_weight=1e-4, reg_weight=1e-6, freeze_features=True,
                     deterministic_eval=False)
     torch.manual_seed(0)
-    return LGMRec(dataset, **{**settings, **changes})
+    return LGMRec(dataset, LGMRec.Settings(**{**settings, **changes}))
 
 
 def smore(dataset, **changes):
@@ -64,7 +64,7 @@ def smore(dataset, **changes):
                     reg_weight=1e-4, cl_weight=0.01, gate_dropout=0.1, freeze_features=False,
                     mask_placeholders=True)
     torch.manual_seed(0)
-    return SMORE(dataset, **{**settings, **changes})
+    return SMORE(dataset, SMORE.Settings(**{**settings, **changes}))
 
 
 # ----------------------------------------------------------------- content features and masks
@@ -203,7 +203,7 @@ def test_lgmrec_evaluation_is_stochastic_unless_deterministic(toy):
     ("sports", (3, 10, 10, 0.03, 1e-4, 0.0)),
 ])
 def test_smore_defaults_and_presets_are_the_published_rows(preset, row):
-    config = resolve_config("smore", overrides={"preset": preset})
+    config = resolve_settings("smore", overrides={"preset": preset}).as_dict()
     keys = ("n_ui_layers", "image_knn_k", "text_knn_k", "cl_weight", "reg_weight", "gate_dropout")
     assert tuple(config[key] for key in keys) == row
     assert (config["n_ii_layers"], config["learning_rate"], config["lr_decay"]) == (1, 0.001, 0.96)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from fitmm.graph.bottleneck import (
     band_allocation_gains,
     band_capacity_penalty,
     band_ib_lagrangian,
-    band_snr,
+    separation_snr,
     gate_ib_surrogate,
 )
 
@@ -45,12 +46,34 @@ def test_surrogate_rejects_unknown_direction():
         gate_ib_surrogate(GATE, alpha=1.0, mu=1.0, threshold=0.0, direction="negative")
 
 
-def test_band_snr_by_hand():
+def snr_of(pos: torch.Tensor, neg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    difference = pos - neg
+    return separation_snr(difference.shape[0], difference.sum(0), difference.square().sum(0))
+
+
+def test_separation_snr_by_hand():
     pos = torch.tensor([[1.0, 0.0, 4.0], [2.0, 0.0, 4.0], [3.0, 0.0, 4.0]])
     neg = torch.tensor([[0.0, 1.0, 4.0], [0.0, 2.0, 4.0], [0.0, 3.0, 4.0]])
-    # Band 0: d = (1, 2, 3), mean 2, variance 1 → (4 − 1/3)/1. Band 1 separates the wrong way.
-    # Band 2: d ≡ 0.
-    torch.testing.assert_close(band_snr(pos, neg), torch.tensor([4.0 - 1.0 / 3.0, 0.0, 0.0]))
+    # Band 0: d = (1, 2, 3), mean 2, variance 1, t² = 3·4/1 = 12 → evidence 11, pair SNR 11/3.
+    # Band 1 separates the wrong way. Band 2: d ≡ 0.
+    pair, evidence = snr_of(pos, neg)
+    torch.testing.assert_close(evidence, torch.tensor([11.0, 0.0, 0.0]))
+    torch.testing.assert_close(pair, torch.tensor([11.0 / 3.0, 0.0, 0.0]))
+    with pytest.raises(ValueError, match="at least two pairs"):
+        snr_of(pos[:1], neg[:1])
+
+
+def test_evidence_of_pure_noise_averages_near_zero_and_grows_with_pairs_for_signal():
+    noise, signal = [], []
+    for seed in range(200):
+        generator = torch.Generator().manual_seed(seed)
+        d = torch.randn(500, 2, generator=generator, dtype=torch.float64)
+        d[:, 1] += 0.1
+        _, evidence = separation_snr(500, d.sum(0), d.square().sum(0))
+        noise.append(evidence[0].item())
+        signal.append(evidence[1].item())
+    assert np.mean(noise) < 1.0  # E[max(0, t² − 1)] ≈ 0.48 for t² ~ χ²₁
+    assert np.mean(signal) == pytest.approx(500 * 0.01, rel=0.35)  # ≈ n·μ²/σ²
 
 
 def simulated_band_scores(seed: int, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +89,7 @@ def simulated_band_scores(seed: int, batch: int = 2048) -> tuple[torch.Tensor, t
 @pytest.mark.parametrize("seed", range(10))
 def test_pure_noise_band_is_shut_off_and_signal_band_is_kept(seed):
     pos, neg = simulated_band_scores(seed)
-    snr = band_snr(pos, neg)
+    snr, _ = snr_of(pos, neg)
     gains = band_allocation_gains(snr, beta=20.0, max_gain=1.5)
     assert gains[0] > 0.5
     assert gains[1] == 0.0

@@ -34,7 +34,7 @@ def test_symmetric_adjacency_by_hand(toy):
 
 def test_lightgcn_final_embedding_is_the_layer_mean(toy):
     torch.manual_seed(0)
-    model = LightGCN(toy, embedding_size=4, n_layers=2, reg_weight=1e-4)
+    model = LightGCN(toy, LightGCN.Settings(embedding_size=4, n_layers=2, reg_weight=1e-4))
     a = torch.from_numpy(symmetric_normalized(toy.train).toarray()).double()
     x0 = model.embedding.detach().double()
     expected = (x0 + a @ x0 + a @ a @ x0) / 3
@@ -43,7 +43,7 @@ def test_lightgcn_final_embedding_is_the_layer_mean(toy):
 
 
 def test_lightgcn_regulariser_uses_plain_norms_of_layer0_rows(toy):
-    model = LightGCN(toy, embedding_size=4, n_layers=2, reg_weight=0.5)
+    model = LightGCN(toy, LightGCN.Settings(embedding_size=4, n_layers=2, reg_weight=0.5))
     users, positives, negatives = torch.tensor([0, 1]), torch.tensor([0, 2]), torch.tensor([2, 0])
     parts = model.loss(users, positives, negatives)
     ego = model.embedding.detach()
@@ -52,7 +52,7 @@ def test_lightgcn_regulariser_uses_plain_norms_of_layer0_rows(toy):
 
 
 def test_mf_regulariser_and_gradient_support(toy):
-    model = BPRMF(toy, embedding_size=4, reg_weight=2.0)
+    model = BPRMF(toy, BPRMF.Settings(embedding_size=4, reg_weight=2.0))
     users, positives, negatives = torch.tensor([0]), torch.tensor([1]), torch.tensor([2])
     parts = model.loss(users, positives, negatives)
     p, q = model.user_embedding.detach(), model.item_embedding.detach()

@@ -190,7 +190,9 @@ def test_grid_values_random_search_and_configuration_ids():
 def test_tune_rejects_bad_searches_before_training(tmp_path):
     cases = (({"n_layer": [1, 2]}, {}, "--grid: unknown setting(s) n_layer for model 'lightgcn'"),
              ({"n_layers": [1, 2]}, {"n_layers": 3}, "both searched"),
-             ({"seed": [1, 2]}, {}, "use --seeds"))
+             ({"seed": [1, 2]}, {}, "use --seeds"),
+             ({"embedding_size": [4, "eight"]}, {}, "--grid/--set: setting embedding_size='eight'"),
+             ({"valid_metric": ["recall@20", "ndcg@20"]}, {}, "compared on one metric"))
     for grid, settings, message in cases:
         with pytest.raises(InputError, match=re.escape(message)):
             tune("lightgcn", "ml100k", tmp_path / "t", grid, [999], settings=settings)
@@ -359,18 +361,19 @@ def test_report_on_a_real_run_and_a_tune(pool_tune, tmp_path):
 
 
 def test_in_process_random_search_records_a_failing_configuration(small_folder, tmp_path):
-    grid = {"embedding_size": [4, 8, "eight"]}  # "eight" makes its trials fail
-    run = tune("mf", small_folder, tmp_path / "tune", grid, [1, 2], random_count=2, search_seed=0, epochs=1,
+    grid = {"knn_k": [2, 3, 100]}  # 100 neighbours among 8 items: its trials fail when the model is built
+    run = tune("freedom", small_folder, tmp_path / "tune", grid, [1, 2], random_count=2, search_seed=0, epochs=1,
                progress=False)
     summary = run.summary
     assert run.ran == 4 and run.skipped == 0 and run.backend == "this process"
     assert [record["settings"] for record in summary["configurations"]] == grid_points(grid, 2, search_seed=0) \
-        == [{"embedding_size": 8}, {"embedding_size": "eight"}]
+        == [{"knn_k": 3}, {"knn_k": 100}]
     assert summary["search"]["random"] == {"count": 2, "seed": 0}
     working, failing = summary["configurations"]
     assert working["complete"] and not failing["complete"] and failing["valid"] is None
     failed = [(trial["id"], trial["seed"]) for trial in summary["failed_trials"]]
     assert failed == [(failing["id"], 1), (failing["id"], 2)]
-    assert all(trial["error"].startswith("TypeError") for trial in summary["failed_trials"])
+    assert all("kNN size 100 must be between 1 and the 8 items" in trial["error"]
+               for trial in summary["failed_trials"])
     assert summary["chosen"]["id"] == working["id"]
     assert "## Unfinished trials" in (tmp_path / "tune" / "summary.md").read_text()

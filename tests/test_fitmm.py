@@ -13,10 +13,10 @@ import fitmm
 from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
-from fitmm.interfaces.api import build_model
 from fitmm.models.fitmm import _pairwise_cosine_gaps, _unit_rows
 from fitmm.models.losses import batch_uniformity
-from fitmm.training.config import resolve_config
+from fitmm.training.runs import build_model
+from fitmm.training.settings import resolve_settings
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def ml100k():
 
 
 def make(dataset, **overrides):
-    return build_model("fitmm", dataset, resolve_config("fitmm", overrides=overrides))
+    return build_model(resolve_settings("fitmm", overrides=overrides), dataset)
 
 
 def batch(dataset, size=64, seed=0):
@@ -39,37 +39,35 @@ def test_bands_add_up_to_both_views(ml100k):
     model = make(ml100k)
     views = model._views()
     sides = model._sides()
-    for side in ("user", "item"):
-        total = sides[side]["bands"].sum(dim=0)
-        expected = views[f"{side}_rep"] + views[f"{side}_graph"]
-        torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-4)
-    assert sides["item"]["bands"].shape == (3, ml100k.n_items, 3 * 64)
+    for state, view in zip((sides.user, sides.item), views):
+        torch.testing.assert_close(state.bands.sum(dim=0), view.plain + view.graph, atol=1e-4, rtol=1e-4)
+    assert sides.item.bands.shape == (3, ml100k.n_items, 3 * 64)
 
 
 def test_final_representation_is_the_gated_weighted_band_sum(ml100k):
     model = make(ml100k)
     sides = model._sides()
     omega = torch.sigmoid(model.band_logit)
-    item = sides["item"]
-    expected = sum(omega[k] * item["gate"][:, k:k + 1] * item["bands"][k] for k in range(3))
-    torch.testing.assert_close(item["final"], expected)
+    item = sides.item
+    expected = sum(omega[k] * item.gate[:, k:k + 1] * item.bands[k] for k in range(3))
+    torch.testing.assert_close(item.final, expected)
     # scoring forms the same representation without the bands
     with torch.no_grad():
         scores = model.scorer()(torch.arange(7))
-    torch.testing.assert_close(scores, sides["user"]["final"][:7] @ item["final"].T, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scores, sides.user.final[:7] @ item.final.T, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("direction", ["positive", "dual"])
 def test_gate_is_residual_and_bounded(ml100k, direction):
     model = make(ml100k, gate_direction=direction)
     x = torch.randn(50, 192) * 10
-    gate = model._gate("user", x)
-    scale = model.user_gate_scale.item()
+    gate = model.gates["user"](x)
+    scale = model.gates["user"].scale.item()
     low = 1.0 if direction == "positive" else 1.0 - scale
     assert gate.min() >= low - 1e-6 and gate.max() <= 1.0 + scale + 1e-6
     with torch.no_grad():
-        model.user_gate_scale.zero_()
-    assert torch.equal(model._gate("user", x), torch.ones(50, 3))  # the identity plus a learned deviation
+        model.gates["user"].scale.zero_()
+    assert torch.equal(model.gates["user"](x), torch.ones(50, 3))  # the identity plus a learned deviation
 
 
 def test_placeholder_items_get_no_content_edges(ml100k):
@@ -116,9 +114,9 @@ def test_bce_is_the_mean_over_both_logits(ml100k):
     users, positives, negatives = batch(ml100k)
     parts = model.loss(users, positives, negatives)
     sides = model._sides()
-    u = sides["user"]["final"][users]
-    pos = (u * sides["item"]["final"][positives]).sum(1)
-    neg = (u * sides["item"]["final"][negatives]).sum(1)
+    u = sides.user.final[users]
+    pos = (u * sides.item.final[positives]).sum(1)
+    neg = (u * sides.item.final[negatives]).sum(1)
     expected = -(torch.log(torch.sigmoid(pos)) + torch.log(1 - torch.sigmoid(neg))).mean() / 2
     assert parts["rec"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert parts["loss"].item() == pytest.approx(parts["rec"].item())
@@ -170,8 +168,8 @@ def test_band_to_band_consistency_weights_duplicate_rows(ml100k):
     users = torch.tensor([5, 5, 5, 9])
     positives = torch.tensor([2, 7, 7, 7])
     expected = sum(
-        _pairwise_cosine_gaps(sides[side]["bands"][:, rows].transpose(0, 1)).mean()
-        for side, rows in (("user", users), ("item", positives))
+        _pairwise_cosine_gaps(state.bands[:, rows].transpose(0, 1)).mean()
+        for state, rows in ((sides.user, users), (sides.item, positives))
     )
     assert model._consistency_loss(sides, users, positives).item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -180,49 +178,62 @@ def test_cross_modal_consistency_is_zero_when_modalities_agree(ml100k):
     model = make(ml100k, consistency="cross_modal", uniformity=False)
     users, positives, _ = batch(ml100k)
     sides = model._sides()
-    for side in sides.values():
-        one = side["bands"][..., :64]
-        side["bands"] = one.repeat(1, 1, 3) * torch.tensor([1.0, 2.0, 0.5]).repeat_interleave(64)
+    for state in (sides.user, sides.item):
+        one = state.bands[..., :64]
+        state.bands = one.repeat(1, 1, 3) * torch.tensor([1.0, 2.0, 0.5]).repeat_interleave(64)
     assert model._consistency_loss(sides, users, positives).item() == pytest.approx(0.0, abs=1e-6)
 
 
-def test_band_allocation_shuts_off_a_noise_band_after_warmup(ml100k):
-    model = make(ml100k, preset="paper")
-    with torch.no_grad():
-        model.band_snr_estimate.copy_(torch.tensor([2.0, 0.5, 0.01]))  # threshold 1/(β−1) = 0.25
+def test_band_allocation_measures_each_epoch_and_shuts_off_a_noise_band_after_warmup(ml100k):
+    model = make(ml100k, preset="paper", ib_snr_scale="pair")
+    allocation = model.allocation
     model.on_epoch_start(0)
+    assert model.loss(*batch(ml100k))["ib"].item() == 0.0  # no SNR before the first epoch ends
+    model.on_epoch_end(0)
+    assert allocation.measured and allocation.count == 64
+    with torch.no_grad():
+        allocation.snr[:, 0] = torch.tensor([2.0, 0.5, 0.01], dtype=torch.float64)  # threshold 1/(β−1) = 0.25
+    model.on_epoch_start(1)
     assert model.open_bands().tolist() == [1.0, 1.0, 1.0]  # warm-up: every band open
-    model.on_epoch_start(model.ib_warmup_epochs)
-    assert model.open_bands().tolist() == [1.0, 1.0, 0.0]
+    model.on_epoch_start(allocation.warmup_epochs)
+    assert allocation.count == 0 and model.open_bands().tolist() == [1.0, 1.0, 0.0]
     sides = model._sides()
     omega = torch.sigmoid(model.band_logit)
-    item = sides["item"]
-    expected = sum(omega[k] * item["gate"][:, k:k + 1] * item["bands"][k] for k in range(2))
-    torch.testing.assert_close(item["final"], expected)
+    item = sides.item
+    expected = sum(omega[k] * item.gate[:, k:k + 1] * item.bands[k] for k in range(2))
+    torch.testing.assert_close(item.final, expected)
+    assert model.loss(*batch(ml100k))["ib"].item() != 0.0
+    diagnostics = model.diagnostics()
+    assert diagnostics["band_snr"] == pytest.approx([2.0, 0.5, 0.01])
+    assert diagnostics["band_gain"][2] == 0.0 < diagnostics["band_gain"][1]
+    assert set(diagnostics["band_snr_by_modality"]) == {"id", "image", "text"}
+
+
+def test_band_allocation_snr_scales_are_the_same_statistic(ml100k):
+    measured = {}
+    for scale in ("pair", "epoch"):
+        model = make(ml100k, preset="paper", ib_snr_scale=scale)
+        model.on_epoch_start(0)
+        for seed in range(3):
+            model.loss(*batch(ml100k, size=256, seed=seed))
+        model.on_epoch_end(0)
+        measured[scale] = model.allocation.band_snr()
+    torch.testing.assert_close(measured["epoch"], measured["pair"] * 3 * 256)
 
 
 def test_surrogate_ib_uses_the_gates(ml100k):
     model = make(ml100k, consistency="none")
     parts = model.loss(*batch(ml100k))
     with torch.no_grad():
-        model.user_gate_scale.zero_()
-        model.item_gate_scale.zero_()
+        model.gates["user"].scale.zero_()
+        model.gates["item"].scale.zero_()
     assert parts["ib"].item() > 0
     assert model.loss(*batch(ml100k))["ib"].item() == pytest.approx(0.0, abs=1e-7)
 
 
-def test_presets_and_switches_resolve():
-    paper = resolve_config("fitmm", overrides={"preset": "paper"})
-    assert (paper["consistency"], paper["ib"], paper["uniformity"]) == ("cross_modal", "allocation", False)
-    authors = resolve_config("fitmm", overrides={"preset": "authors"})
-    assert (authors["consistency"], authors["ib"], authors["rec_loss"]) == ("band_to_band", "surrogate", "bce")
-    with pytest.raises(InputError, match="unknown preset 'nope'"):
-        resolve_config("fitmm", overrides={"preset": "nope"})
-
-
-def test_invalid_choice_is_a_clear_error(ml100k):
-    with pytest.raises(InputError, match="gate_direction must be one of"):
-        make(ml100k, gate_direction="up")
+def test_impossible_band_count_is_a_clear_error(ml100k):
+    with pytest.raises(InputError, match="n_bands 65 is more than the 64 directions"):
+        make(ml100k, n_bands=65)
 
 
 def test_diagnostics_report_bands_gates_and_weights(ml100k):
@@ -251,9 +262,9 @@ def test_user_graph_from_content_profiles(ml100k):
     graph = model.user_graph.to_dense()
     assert graph.shape == (ml100k.n_users, ml100k.n_users)
     assert torch.all((graph > 0).sum(dim=1) >= 5)  # every user keeps its own top-k of each modality
-    views = model._views()
+    user_view, _ = model._views()
     expected = graph @ torch.cat(list(model.user_preference), dim=1)
-    torch.testing.assert_close(views["user_graph"], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(user_view.graph, expected, atol=1e-5, rtol=1e-4)
     parts = model.loss(*batch(ml100k))
     parts["loss"].backward()
     assert torch.isfinite(parts["loss"])

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import fitmm
-from fitmm.data import Modality, load_new_items
+from fitmm.data import Modality, NewItems, load_new_items
 from fitmm.data.prepare import encode_new_items
 from fitmm.errors import InputError
-from fitmm.interfaces.api import load_run, new_item_weights
+from fitmm.retrieval import new_item_weights
+from fitmm.training.runs import load_run
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -37,9 +38,16 @@ def _copies(run, items: list[int]) -> dict[str, Modality]:
             for name, modality in run.dataset.modalities.items()}
 
 
+def _ranked(run, users, k, new_items: dict[str, Modality], exclude=("train",), neighbours=10):
+    """(items, scores) arrays of internal IDs (new items numbered after the catalogue)."""
+    lists = run.recommend(users, k, exclude=exclude, new_items=NewItems(new_items), neighbours=neighbours,
+                          internal_ids=True)
+    return np.array([ranked.items for ranked in lists]), np.array([ranked.scores for ranked in lists])
+
+
 def _all_scores(run, users, new_items, neighbours):
     n_ranked = run.dataset.n_items + len(next(iter(new_items.values())).mask)
-    items, scores = run.recommend(users, n_ranked, (), new_items=new_items, neighbours=neighbours)
+    items, scores = _ranked(run, users, n_ranked, new_items, exclude=(), neighbours=neighbours)
     ordered = np.empty_like(scores)
     np.put_along_axis(ordered, items, scores, axis=1)
     return ordered
@@ -86,10 +94,16 @@ def test_new_items_are_ranked_in_with_ids_after_the_catalogue(run):
     popular = np.argsort(-np.asarray(run.dataset.train.sum(axis=0)).ravel(), kind="stable")[:30]
     with_image = [int(i) for i in popular if run.dataset.modalities["image"].mask[i]][:3]
     users = run.dataset.evaluation_users("test")[:50]
-    items, _ = run.recommend(users, 20, ("train",), new_items=_copies(run, with_image), neighbours=1)
+    items, _ = _ranked(run, users, 20, _copies(run, with_image), neighbours=1)
     new_ids = set(range(run.dataset.n_items, run.dataset.n_items + 3))
     assert new_ids & set(items.ravel().tolist())
     assert items.max() < run.dataset.n_items + 3
+    raw = run.recommend(run.dataset.raw_ids("user")[users].tolist(), 20,
+                        new_items=NewItems(_copies(run, with_image), np.array(["new-a", "new-b", "new-c"])),
+                        neighbours=1)
+    listed = {item for ranked in raw for item in ranked.items}
+    assert listed & {"new-a", "new-b", "new-c"} and listed <= set(run.dataset.raw_ids("item")) | {"new-a", "new-b",
+                                                                                                 "new-c"}
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -102,14 +116,19 @@ def test_new_items_are_ranked_in_with_ids_after_the_catalogue(run):
 ])
 def test_bad_new_items_are_refused(run, change, message):
     with pytest.raises(InputError, match=message):
-        run.recommend([0], 5, new_items=change(_copies(run, [0, 1])))
+        run.recommend([0], 5, new_items=NewItems(change(_copies(run, [0, 1]))), internal_ids=True)
+
+
+def test_new_item_ids_must_not_clash_with_the_catalogue(run):
+    with pytest.raises(InputError, match="new item ID '1' is already an item of the catalogue"):
+        run.recommend(["1"], 5, new_items=NewItems(_copies(run, [0]), np.array(["1"])))
 
 
 def test_neighbours_must_fit_the_catalogue(run):
     with pytest.raises(InputError, match="neighbours must be between 1 and the"):
-        run.recommend([0], 5, new_items=_copies(run, [0]), neighbours=0)
+        run.recommend([0], 5, new_items=NewItems(_copies(run, [0])), neighbours=0, internal_ids=True)
     with pytest.raises(InputError, match="catalogue items with image content"):
-        run.recommend([0], 5, new_items=_copies(run, [0]), neighbours=10_000)
+        run.recommend([0], 5, new_items=NewItems(_copies(run, [0])), neighbours=10_000, internal_ids=True)
 
 
 def _save(folder, new: dict[str, Modality]) -> None:
@@ -122,7 +141,8 @@ def _save(folder, new: dict[str, Modality]) -> None:
 def test_load_new_items_reads_and_validates_a_folder(run, tmp_path):
     _save(tmp_path / "new", _copies(run, [3, 4, 5]))
     loaded = load_new_items(tmp_path / "new")
-    assert sorted(loaded) == ["image", "text"] and loaded["text"].features.shape == (3, 384)
+    assert sorted(loaded.modalities) == ["image", "text"] and loaded.modalities["text"].features.shape == (3, 384)
+    assert loaded.ids is None and loaded.checked_ids(np.arange(1682).astype(str)).tolist() == ["1682", "1683", "1684"]
     with pytest.raises(InputError, match="no such folder"):
         load_new_items(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -147,10 +167,10 @@ def test_cli_recommend_ranks_new_items_in(run, tmp_path):
     out = tmp_path / "recs.csv"
     completed = subprocess.run(
         [sys.executable, "-m", "fitmm", "recommend", "--run", str(run.directory), "--k", "20",
-         "--new-items", str(tmp_path / "new"), "--neighbours", "1", "--out", str(out)],
+         "--new-items", str(tmp_path / "new"), "--neighbours", "1", "--ids", "internal", "--out", str(out)],
         capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
-    assert f"IDs from {run.dataset.n_items}" in completed.stdout
+    assert "5 new items ranked in" in completed.stdout
     with out.open() as handle:
         ids = {int(row["item_id"]) for row in csv.DictReader(handle)}
     assert ids & set(range(run.dataset.n_items, run.dataset.n_items + 5))
@@ -176,9 +196,9 @@ def test_encode_new_items_writes_a_folder_that_loads(tmp_path):
     with (tmp_path / "new" / "i_id_mapping.csv").open() as handle:
         assert [row["raw_id"] for row in csv.DictReader(handle)] == ["10", "a1", "b7"]
     loaded = load_new_items(tmp_path / "new")
-    assert list(loaded) == ["text"]
-    assert loaded["text"].mask.tolist() == [True, False, True]
-    assert loaded["text"].features[:, 0].tolist() == [len("Red mug."), 0.0, len("Blue kettle.")]
+    assert list(loaded.modalities) == ["text"] and loaded.ids.tolist() == ["10", "a1", "b7"]
+    assert loaded.modalities["text"].mask.tolist() == [True, False, True]
+    assert loaded.modalities["text"].features[:, 0].tolist() == [len("Red mug."), 0.0, len("Blue kettle.")]
 
 
 def test_encode_new_items_needs_something_to_encode(tmp_path):
@@ -194,9 +214,10 @@ def _cold_recall(run, users, truth, new_items, k=20) -> float:
     """Mean recall@k of the new items alone (the catalogue left out of the lists)."""
     n_items = run.dataset.n_items
     n_new = len(next(iter(new_items.values())).mask)
-    items, _ = run.recommend(users, n_items + n_new, ("train",), new_items=new_items)
+    lists = run.recommend(users, n_items + n_new, new_items=NewItems(new_items), internal_ids=True)
     recalls = []
-    for user, row in zip(users, items):
+    for user, ranked in zip(users, lists):
+        row = np.array(ranked.items)
         listed = set((row[row >= n_items] - n_items)[:k].tolist())
         relevant = set(truth[user].indices.tolist())
         recalls.append(len(listed & relevant) / len(relevant))
@@ -251,7 +272,7 @@ def test_cli_encode_reproduces_the_dataset_text_features(tmp_path):
          "--image-encoder", "none", "--out", str(tmp_path / "new")], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr
     assert "encoded 3 new items" in completed.stdout
-    encoded = load_new_items(tmp_path / "new")["text"].features
+    encoded = load_new_items(tmp_path / "new").modalities["text"].features
     reference = ml100k.modalities["text"].features[chosen]  # rows in numeric raw-ID order: 0, 49, 180
     cosine = (encoded * reference).sum(1) / (np.linalg.norm(encoded, axis=1) * np.linalg.norm(reference, axis=1))
     assert cosine.min() >= 0.999

@@ -4,9 +4,22 @@ import pytest
 import torch
 
 from fitmm.graph.spectral import (
-    band_bases, band_decompose, band_energies, band_pieces, band_sizes, modality_band_decompose, modality_grams,
+    band_bases,
+    band_energies,
+    band_pieces,
+    band_sizes,
+    modality_grams,
     weighted_band_sum,
 )
+
+
+def modality_band_decompose(x: torch.Tensor, n_modalities: int, n_bands: int) -> torch.Tensor:
+    """FITMM's decomposition of the rows of x: Gram matrices → bases → bands, as the model composes it."""
+    return band_pieces(x, band_bases(modality_grams(x, n_modalities), n_bands), n_bands)
+
+
+def band_decompose(x: torch.Tensor, n_bands: int) -> torch.Tensor:
+    return modality_band_decompose(x, 1, n_bands)
 
 
 def svd_bands(x: torch.Tensor, n_bands: int) -> torch.Tensor:

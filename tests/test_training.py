@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fitmm
-from fitmm.interfaces.api import load_run
+from fitmm.training.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,16 @@ def test_evaluate_rescores_the_checkpoint(lightgcn_run):
 
 def test_recommend_csv_reproduces_test_recall(lightgcn_run, tmp_path):
     out, result = lightgcn_run
-    path = tmp_path / "r.csv"
-    completed = subprocess.run(
-        [sys.executable, "-m", "fitmm", "recommend", "--run", str(out), "--k", "20", "--split", "test",
-         "--out", str(path)], capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr
+    path, raw_path = tmp_path / "r.csv", tmp_path / "raw.csv"
+    for ids, target in (("internal", path), ("raw", raw_path)):
+        completed = subprocess.run(
+            [sys.executable, "-m", "fitmm", "recommend", "--run", str(out), "--k", "20", "--split", "test",
+             "--ids", ids, "--out", str(target)], capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stderr
+    with path.open() as internal, raw_path.open() as raw:  # ml100k's raw IDs are MovieLens's: internal + 1
+        for internal_row, raw_row in zip(csv.DictReader(internal), csv.DictReader(raw), strict=True):
+            assert int(raw_row["user_id"]) == int(internal_row["user_id"]) + 1
+            assert int(raw_row["item_id"]) == int(internal_row["item_id"]) + 1
     lists = defaultdict(list)
     with path.open() as handle:
         reader = csv.DictReader(handle)

@@ -1,4 +1,5 @@
-"""Errors that reach the user as one clear line (the CLI prints them and exits with code 2)."""
+"""Errors that reach the user as one clear line: the CLI prints them and exits with code 2 for bad
+input (:class:`InputError` and its kinds) and 3 when training diverges."""
 
 
 class InputError(ValueError):
@@ -29,3 +30,8 @@ class MissingExtraError(InputError):
     The message names the feature and the install command, e.g.
     ``text features need the optional extra: pip install 'fitmm[features]'``.
     """
+
+
+class TrainingDivergedError(ArithmeticError):
+    """The training loss or the scores stopped being finite; the message names the epoch and the
+    loss term, and the run directory keeps its last checkpoint."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fitmm.data.builtin import builtin_names, load_builtin
-from fitmm.data.dataset import Dataset, Modality, load_folder, load_new_items
+from fitmm.data.dataset import Dataset, Modality, NewItems, load_folder, load_new_items
 
 
 def load_dataset(name_or_path: str | Path) -> Dataset:
@@ -15,4 +15,4 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
     return load_folder(name_or_path)
 
 
-__all__ = ["Dataset", "Modality", "builtin_names", "load_dataset", "load_new_items"]
+__all__ = ["Dataset", "Modality", "NewItems", "builtin_names", "load_dataset", "load_new_items"]

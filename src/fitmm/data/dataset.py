@@ -1,10 +1,15 @@
 """The in-memory dataset: training matrix, evaluation truth and content features.
 
-A dataset folder follows the MMRec layout (see ``PROTOCOL.md``): ``<name>.inter`` with columns
-``userID``, ``itemID``, ``x_label`` (0 train, 1 validation, 2 test), optional
+A dataset folder follows the MMRec layout (see ``docs/protocol.md``): ``<name>.inter`` with
+columns ``userID``, ``itemID``, ``x_label`` (0 train, 1 validation, 2 test), optional
 ``<modality>_feat.npy`` feature tables with optional ``<modality>_mask.npy`` masks, and optional ID
-mappings. Every fault in those files raises :class:`fitmm.errors.InputError` with one line naming
-the file, the line or row, and the fault.
+mappings ``u_id_mapping.csv`` / ``i_id_mapping.csv`` from the catalogue's own (raw) IDs to the
+numbers of the ``.inter`` file. Every fault in those files raises :class:`fitmm.errors.InputError`
+with one line naming the file, the line or row, and the fault.
+
+Raw IDs: every user and item has one, a string. Where a folder has a mapping, it is the mapping's
+raw ID; where not, the ``.inter`` number written as text. Recommendations and serving speak raw
+IDs; the models and the evaluator work on the ``.inter`` numbers (internal IDs).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from fitmm.data.fingerprint import dataset_fingerprint
 from fitmm.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -25,8 +31,7 @@ TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_LABELS = {"train": TRAIN, "valid": VALID, "test": TEST}
 MODALITIES = ("image", "text")
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
-NEW_ITEM_NEIGHBOURS = 10
-"""Default number of similar catalogue items a new item borrows its score from, per modality."""
+ID_MAPPINGS = {"user": ("u_id_mapping.csv", "userID"), "item": ("i_id_mapping.csv", "itemID")}
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,28 @@ class Modality:
     @property
     def coverage(self) -> float:
         return float(self.mask.mean()) if self.mask.size else 0.0
+
+
+@dataclass(frozen=True)
+class NewItems:
+    """Content of items that are not in a dataset yet: per modality one row per new item, and the
+    new items' raw IDs (None: they are numbered after the catalogue's items)."""
+
+    modalities: dict[str, Modality]
+    ids: np.ndarray | None = None  # (count,) str
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.modalities.values())).mask)
+
+    def checked_ids(self, catalogue: np.ndarray) -> np.ndarray:
+        """The new items' raw IDs (their own, or the numbers after the catalogue's ``len(catalogue)``
+        items), refused in one line where one is already a catalogue ID."""
+        ids = self.ids if self.ids is not None else np.arange(len(catalogue), len(catalogue) + self.count).astype(str)
+        clash = set(ids.tolist()) & set(catalogue.tolist())
+        if clash:
+            raise InputError(f"new item ID {sorted(clash)[0]!r} is already an item of the catalogue")
+        return ids.astype(object)
 
 
 @dataclass
@@ -62,11 +89,32 @@ class Dataset:
     labels: np.ndarray
     modalities: dict[str, Modality] = field(default_factory=dict)
     source: str | None = None  # folder path, or None for a built-in dataset
+    raw_user_ids: np.ndarray | None = None  # (n_users,) str, or None: the .inter numbers are the raw IDs
+    raw_item_ids: np.ndarray | None = None
+    fingerprint: dict = field(default_factory=dict)  # fitmm.data.fingerprint of the files read
 
     def __post_init__(self) -> None:
         self.train = self._matrix(TRAIN)
         self.valid = self._matrix(VALID)
         self.test = self._matrix(TEST)
+        self._index = {"user": None, "item": None}
+
+    def raw_ids(self, kind: str) -> np.ndarray:
+        """Every user's (``kind="user"``) or item's raw ID, as strings, in internal ID order."""
+        given = self.raw_user_ids if kind == "user" else self.raw_item_ids
+        if given is not None:
+            return given
+        return np.arange(self.n_users if kind == "user" else self.n_items).astype(str)
+
+    def internal_ids(self, kind: str, raw: list[str]) -> np.ndarray:
+        """The internal IDs of raw user or item IDs; an unknown one is an InputError naming it."""
+        if self._index[kind] is None:
+            self._index[kind] = {raw_id: index for index, raw_id in enumerate(self.raw_ids(kind).tolist())}
+        index = self._index[kind]
+        unknown = [value for value in raw if value not in index]
+        if unknown:
+            raise InputError(f"unknown {kind} ID {unknown[0]!r} (not in dataset '{self.name}')")
+        return np.array([index[value] for value in raw], dtype=np.int64)
 
     def _matrix(self, label: int) -> sp.csr_matrix:
         rows = self.labels == label
@@ -220,6 +268,50 @@ def validate_interactions(
             )
 
 
+def _read_id_mapping(path: Path, index_column: str, count: int) -> np.ndarray:
+    """Raw IDs in internal order from an ID mapping (tab- or comma-separated, header line; one
+    column named ``index_column`` with the internal IDs 0..count-1, the other the raw IDs)."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        try:
+            header_line = handle.readline()
+        except UnicodeDecodeError:
+            raise InputError(f"{path}, line 1: not UTF-8 text") from None
+        delimiter = "\t" if "\t" in header_line else ","
+        header = [name.strip() for name in header_line.rstrip("\r\n").split(delimiter)]
+        if len(header) != 2 or index_column not in header:
+            raise InputError(f"{path}, line 1: expected two columns, one named {index_column} "
+                             f"(header has: {', '.join(header)})")
+        index_position = header.index(index_column)
+        raw = np.empty(count, dtype=object)
+        seen = np.zeros(count, dtype=bool)
+        rows = csv.reader(handle, delimiter=delimiter)
+        try:
+            for line_number, fields in enumerate(rows, start=2):
+                if not fields:
+                    continue
+                if len(fields) != 2:
+                    raise InputError(f"{path}, line {line_number}: expected 2 fields, found {len(fields)}")
+                text = fields[index_position].strip()
+                if not (text.isascii() and text.isdigit()) or int(text) >= count:
+                    raise InputError(f"{path}, line {line_number}: {index_column} {text!r} is not an ID "
+                                     f"between 0 and {count - 1}")
+                if seen[int(text)]:
+                    raise InputError(f"{path}, line {line_number}: {index_column} {text} is mapped twice")
+                seen[int(text)] = True
+                raw[int(text)] = fields[1 - index_position]
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: not UTF-8 text") from None
+        except csv.Error as error:
+            raise InputError(f"{path}, line {rows.line_num}: {error}") from None
+    if not seen.all():
+        raise InputError(f"{path}: no raw ID for {index_column} {int(np.flatnonzero(~seen)[0])} "
+                         f"(the dataset has {count})")
+    values = raw.astype(str)
+    if len(np.unique(values)) != count:
+        raise InputError(f"{path}: a raw ID is mapped to two {index_column}s")
+    return values
+
+
 def load_folder(path: str | Path) -> Dataset:
     """Load and validate a dataset folder in the PROTOCOL layout."""
     folder = Path(path)
@@ -238,28 +330,41 @@ def load_folder(path: str | Path) -> Dataset:
         raise InputError(f"{folder}: several .inter files ({names}) and none named {folder.name}.inter")
     users, items, labels = _read_inter(inter_path)
     validate_interactions(folder.name, users, items, labels, str(inter_path))
-    n_items = int(items.max()) + 1
+    n_users, n_items = int(users.max()) + 1, int(items.max()) + 1
+    files = [inter_path]
     modalities = {}
     for name in MODALITIES:
         modality = _read_modality(folder, name, n_items, f"the dataset has {n_items} items (max itemID + 1)")
         if modality is not None:
             modalities[name] = modality
+            files += [path for path in (folder / f"{name}_feat.npy", folder / f"{name}_mask.npy") if path.exists()]
+    raw = {}
+    for kind, (file_name, column) in ID_MAPPINGS.items():
+        mapping = folder / file_name
+        raw[kind] = None
+        if mapping.exists():
+            raw[kind] = _read_id_mapping(mapping, column, n_users if kind == "user" else n_items)
+            files.append(mapping)
     return Dataset(
         name=folder.name,
-        n_users=int(users.max()) + 1,
+        n_users=n_users,
         n_items=n_items,
         users=users,
         items=items,
         labels=labels,
         modalities=modalities,
         source=str(folder.resolve()),
+        raw_user_ids=raw["user"],
+        raw_item_ids=raw["item"],
+        fingerprint=dataset_fingerprint(files, n_users, n_items),
     )
 
 
-def load_new_items(path: str | Path) -> dict[str, Modality]:
+def load_new_items(path: str | Path) -> NewItems:
     """Content of items that are not in a dataset yet: a folder of ``<modality>_feat.npy`` files
     (one row per new item, in the same order in every file) with optional ``<modality>_mask.npy``,
-    validated like a dataset folder's features. At least one modality is required.
+    validated like a dataset folder's features, and optionally ``i_id_mapping.csv`` with the new
+    items' raw IDs (``fitmm data encode`` writes one). At least one modality is required.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -273,4 +378,7 @@ def load_new_items(path: str | Path) -> dict[str, Modality]:
     n_new = int(shape[0]) if shape else 0
     if n_new == 0:
         raise InputError(f"{first}: no rows (expected one row per new item)")
-    return {name: _read_modality(folder, name, n_new, f"{first.name} has {n_new}") for name in present}
+    modalities = {name: _read_modality(folder, name, n_new, f"{first.name} has {n_new}") for name in present}
+    mapping = folder / ID_MAPPINGS["item"][0]
+    ids = _read_id_mapping(mapping, ID_MAPPINGS["item"][1], n_new) if mapping.exists() else None
+    return NewItems(modalities, ids)

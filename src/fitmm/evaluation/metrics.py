@@ -8,6 +8,14 @@ CUTOFFS = (5, 10, 20, 50)
 METRICS = ("recall", "ndcg", "precision", "map", "hit")
 
 
+def metric_name(metric: str, k: int) -> str:
+    """The name of a metric at a cutoff, as results and tables use it: ``recall@20``."""
+    return f"{metric}@{k}"
+
+
+METRIC_NAMES = tuple(metric_name(metric, k) for metric in METRICS for k in CUTOFFS)
+
+
 def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best items per row, best first; equal scores rank the lower item ID first.
 
@@ -58,9 +66,9 @@ def ranking_metrics(
         column = min(k, depth) - 1
         found = cumulative_hits[:, column]
         best_possible = torch.clamp(n_truth, max=k)
-        out[f"recall@{k}"] = found / n_truth
-        out[f"ndcg@{k}"] = dcg[:, column] / ideal_dcg[best_possible.long() - 1]
-        out[f"precision@{k}"] = found / k
-        out[f"map@{k}"] = precision_sum[:, column] / best_possible
-        out[f"hit@{k}"] = (found > 0).to(torch.float64)
+        out[metric_name("recall", k)] = found / n_truth
+        out[metric_name("ndcg", k)] = dcg[:, column] / ideal_dcg[best_possible.long() - 1]
+        out[metric_name("precision", k)] = found / k
+        out[metric_name("map", k)] = precision_sum[:, column] / best_possible
+        out[metric_name("hit", k)] = (found > 0).to(torch.float64)
     return out

@@ -1,13 +1,17 @@
-"""Where the trials of a tune run: a pool of local processes (the default) or a Ray cluster.
+"""Trials of tunes and suites: one runner (:func:`run_pending`) on a pool of local processes (the
+default) or a Ray cluster.
 
 Every backend runs the same function, :func:`run_trial`, with one thread of PyTorch per trial, so
 a trial's metrics do not depend on the backend (training is deterministic per seed on CPU).
 Trials write their run directories themselves; with Ray on several machines the tune directory
 must therefore be on storage that every node sees, and fitmm must be installed on every node.
+A trial whose directory holds a ``result.json`` is finished and never run again; an interrupted
+one resumes from its ``last.pt``.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -16,13 +20,17 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
+from tqdm.auto import tqdm
 
 from fitmm.errors import InputError, MissingExtraError
 
 PARENT_CHECK_SECONDS = 0.5
+
+log = logging.getLogger("fitmm.experiments")
 
 
 @dataclass(frozen=True)
@@ -57,15 +65,37 @@ def run_trial(request: TrialRequest) -> str | None:
     Returns None when the trial finished, otherwise its error as one line, so one diverging
     configuration does not stop the others.
     """
-    from fitmm.interfaces.api import train
+    from fitmm.training.runs import train
 
     try:
         with single_threaded():
             train(request.model, request.dataset, request.directory, seed=request.seed,
                   overrides=dict(request.settings), resume=True, progress=False)
+    except InputError as error:  # bad input or a refused directory: already one clear line
+        return str(error)
     except Exception as error:  # reported in the summary; the other trials go on
         return f"{type(error).__name__}: {error}"
     return None
+
+
+def is_finished(request: TrialRequest) -> bool:
+    return Path(request.directory, "result.json").exists()
+
+
+def run_pending(requests: list[TrialRequest], backend: TrialBackend, *, progress: bool, desc: str) -> dict[str, str]:
+    """Run the unfinished trials of ``requests`` (in their order) on ``backend`` under one progress bar;
+    returns the error line of each trial that failed, by directory."""
+    pending = [request for request in requests if not is_finished(request)]
+    errors: dict[str, str] = {}
+    with tqdm(total=len(requests), initial=len(requests) - len(pending), unit="trial", desc=desc,
+              disable=not progress, dynamic_ncols=True) as bar:
+        if pending:
+            for request, error in backend.run(pending):
+                if error is not None:
+                    errors[request.directory] = error
+                    log.warning("trial %s failed: %s", request.directory, error)
+                bar.update()
+    return errors
 
 
 class TrialBackend(Protocol):

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from fitmm.errors import InputError
-from fitmm.experiments.tune import LEGACY_WARNING, format_settings
+from fitmm.experiments.summary import LEGACY_WARNING, format_settings
 
 COMPARED_METRICS = ("recall@20", "ndcg@20")
 DEFAULT_ALPHA = 0.05

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fitmm.errors import InputError, MissingExtraError
-from fitmm.experiments.tune import SELECTION_METRIC, summary_markdown
+from fitmm.experiments.tune import summary_markdown
 
 DIAGNOSTIC_TITLES = {  # key → (picture title, name of one entry of a list value)
     "band_energy_share": ("Band energy share per epoch", "band"),
@@ -172,6 +172,7 @@ def _run_markdown(result: dict, pictures: list[tuple[str, str]]) -> str:
 
 
 def _tune_pictures(directory: Path, summary: dict, out: Path) -> list[tuple[str, str]]:
+    metric = summary["selection"]["metric"]
     records = [record for record in summary["configurations"] if record["valid"] is not None]
     if not records:
         return []
@@ -180,30 +181,30 @@ def _tune_pictures(directory: Path, summary: dict, out: Path) -> list[tuple[str,
     figure.set_size_inches(max(5.0, 0.9 * len(records) + 2), 3.6)
     positions = np.arange(len(records))
     for offset, split in ((-0.1, "valid"), (0.1, "test")):
-        statistics = [record[split][SELECTION_METRIC] for record in records]
+        statistics = [record[split][metric] for record in records]
         panel.errorbar(positions + offset, [s["mean"] for s in statistics], yerr=[s["std"] or 0.0 for s in statistics],
                        fmt="o", capsize=3, label=split)
     chosen_id = summary["chosen"]["id"] if summary["chosen"] else None
     panel.set_xticks(positions, [record["id"] + (" *" if record["id"] == chosen_id else "") for record in records],
                      rotation=45, ha="right", fontsize=8)
-    panel.set(ylabel=f"{SELECTION_METRIC} (mean ± std over seeds)",
+    panel.set(ylabel=f"{metric} (mean ± std over seeds)",
               title=f"Configurations ({'*' if chosen_id else 'none'} chosen)")
     panel.legend(fontsize=8)
     figure.savefig(out / "configurations.png", dpi=110)
-    pictures.append((f"Mean {SELECTION_METRIC} per configuration", "configurations.png"))
+    pictures.append((f"Mean {metric} per configuration", "configurations.png"))
 
     figure, (panel,) = _figure(1)
     colours = {record["id"]: f"C{index % 10}" for index, record in enumerate(records)}
     for record in records:
         for number, trial in enumerate(record["trials"]):
             result = json.loads((directory / trial["directory"] / "result.json").read_text())
-            curve = result.get("history", {}).get(f"valid_{SELECTION_METRIC}") or []
+            curve = result.get("history", {}).get(f"valid_{metric}") or []
             panel.plot(curve, color=colours[record["id"]], linewidth=1, label=record["id"] if number == 0 else None)
     _epoch_axis(panel, None)
-    panel.set(title=f"Validation {SELECTION_METRIC} of every trial", ylabel=SELECTION_METRIC)
+    panel.set(title=f"Validation {metric} of every trial", ylabel=metric)
     panel.legend(fontsize=7)
     figure.savefig(out / "validation_curves.png", dpi=110)
-    pictures.append((f"Validation {SELECTION_METRIC} per epoch of every trial", "validation_curves.png"))
+    pictures.append((f"Validation {metric} per epoch of every trial", "validation_curves.png"))
     return pictures
 
 

@@ -15,7 +15,8 @@ described by YAML files in ``experiments/``::
 Each trial is a normal run directory ``OUT/trials/<variant>-seed<seed>/``; finished trials are
 skipped when the suite is run again, interrupted ones resume. Every number is the test metric at
 the best validation epoch of each seed (PROTOCOL's selection), reported as mean ± sample standard
-deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged.
+deviation over the seeds; seconds per epoch are the median training epoch of each seed, averaged,
+and peak RSS the largest of the seeds'.
 Appendices (Markdown files written by other tools, such as the training-speed benchmark) are copied
 to the end of the page as they are when the page is written.
 """
@@ -23,24 +24,17 @@ to the end of the page as they are when the page is written.
 from __future__ import annotations
 
 import json
-import logging
 import re
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
-from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
-from fitmm.experiments.tune import format_settings, format_statistic
-from fitmm.training.config import read_config_file, resolve_config
+from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest, is_finished, run_pending
+from fitmm.experiments.summary import TABLE_METRICS, format_settings, format_statistic, mean_std
 from fitmm.files import atomic_write
-
-log = logging.getLogger("fitmm.experiments")
-
-TABLE_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+from fitmm.training.settings import read_config_file, resolve_settings
 
 
 @dataclass(frozen=True)
@@ -74,7 +68,7 @@ def load_suite(path: str | Path) -> Suite:
         settings = {**shared, **(entry.get("settings") or {})}
         if "seed" in settings:
             raise InputError(f"{path}: variant '{entry['name']}' fixes the seed; seeds come from 'seeds'")
-        resolve_config(entry["model"], overrides=settings)  # unknown model or setting → clear error
+        resolve_settings(entry["model"], overrides=settings)  # unknown model or bad setting → clear error
         variants.append(Variant(str(entry["name"]), entry["model"], settings))
     names = [variant.name for variant in variants]
     if len(set(names)) < len(names):
@@ -95,11 +89,6 @@ def _appendix(path: Path) -> str:
     return f"_Appendix `{path.name}` has not been written yet (it is expected at `{path}`)._"
 
 
-def _mean_std(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
-
-
 def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None, progress: bool = True,
               train: bool = True) -> dict:
     """Train every variant on every seed (skipping finished trials) and summarise; writes OUT/summary.json.
@@ -109,41 +98,35 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
     data = load_dataset(suite.dataset)
     dataset_key = data.source or data.name
     out = Path(out).resolve()
-    requests = {
-        variant.name: [
+    requests, selection = {}, {}
+    for variant in suite.variants:
+        training = resolve_settings(variant.model, overrides=variant.settings).training
+        selection[variant.name] = training.valid_metric
+        requests[variant.name] = [
             TrialRequest(variant.model, dataset_key, str(out / "trials" / f"{_slug(variant.name)}-seed{seed}"), seed,
-                         variant.settings, resolve_config(variant.model, overrides=variant.settings)["device"])
+                         variant.settings, training.device)
             for seed in suite.seeds
         ]
-        for variant in suite.variants
-    }
     # seed-major order: every variant's first seed before any variant's second, so that an
     # interrupted suite leaves a table with every row filled in
-    pending = [rs[index] for index in range(len(suite.seeds)) for rs in requests.values()
-               if train and not Path(rs[index].directory, "result.json").exists()]
-    total = sum(len(rs) for rs in requests.values())
-    errors = {}
-    with tqdm(total=total, initial=total - len(pending), unit="trial", desc=suite.title,
-              disable=not progress, dynamic_ncols=True) as bar:
-        for request, error in (backend or LocalBackend()).run(pending):
-            if error is not None:
-                errors[request.directory] = error
-                log.warning("trial %s failed: %s", request.directory, error)
-            bar.update()
+    ordered = [rs[index] for index in range(len(suite.seeds)) for rs in requests.values()]
+    errors = run_pending(ordered, backend or LocalBackend(), progress=progress, desc=suite.title) if train else {}
     rows = []
     for variant in suite.variants:
         results = [json.loads(Path(r.directory, "result.json").read_text())
-                   for r in requests[variant.name] if Path(r.directory, "result.json").exists()]
+                   for r in requests[variant.name] if is_finished(r)]
+        metric = selection[variant.name]
         row = {"name": variant.name, "model": variant.model, "settings": variant.settings,
-               "seeds_finished": len(results),
+               "seeds_finished": len(results), "valid_metric": metric,
                "failed": [errors[r.directory] for r in requests[variant.name] if r.directory in errors]}
         if results:
-            row["test"] = {m: _mean_std([r["test"][m] for r in results]) for m in TABLE_METRICS}
-            row["valid_recall@20"] = _mean_std([r["valid"]["recall@20"] for r in results])
-            row["best_epoch"] = _mean_std([r["best_epoch"] for r in results])
+            row["test"] = {m: mean_std([r["test"][m] for r in results]) for m in TABLE_METRICS}
+            row["valid"] = mean_std([r["valid"][metric] for r in results])
+            row["best_epoch"] = mean_std([r["best_epoch"] for r in results])
             row["train_seconds_per_epoch"] = statistics.fmean(
                 statistics.median(r["train_seconds_per_epoch"]) if r["train_seconds_per_epoch"] else 0.0
                 for r in results)
+            row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
         rows.append(row)
     summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows,
                "appendices": [_appendix(path) for path in suite.appendices]}
@@ -156,23 +139,25 @@ def suite_markdown(summary: dict, command: str) -> str:
     """The summary as a Markdown page: one row per variant, how it was produced, and its caveats."""
     lines = [f"# {summary['title']}", "",
              f"Dataset `{summary['dataset']}`, seeds {', '.join(map(str, summary['seeds']))}. Test metrics at the "
-             "epoch of best validation recall@20 of each seed (no test information used for any choice), "
-             "mean ± sample standard deviation over the seeds; seconds per epoch: median training epoch "
-             "(evaluation excluded), averaged over the seeds.", "",
+             "epoch of best validation score of each seed (the selection metric, recall@20 unless a row says "
+             "otherwise; no test information used for any choice), mean ± sample standard deviation over the "
+             "seeds; seconds per epoch: median training epoch (evaluation excluded), averaged over the seeds; "
+             "peak RSS: the largest of the seeds.", "",
              f"Produced by `{command}`.", ""]
     if summary["note"]:
         lines += [summary["note"], ""]
-    header = ["variant", "model", "settings", *(f"test {m}" for m in TABLE_METRICS), "valid recall@20",
-              "best epoch", "s/epoch", "seeds"]
+    header = ["variant", "model", "settings", *(f"test {m}" for m in TABLE_METRICS), "valid (selection)",
+              "best epoch", "s/epoch", "peak RSS MB", "seeds"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary["rows"]:
         settings = format_settings(row["settings"])
         if "test" not in row:
-            cells = ["–"] * (len(TABLE_METRICS) + 3)
+            cells = ["–"] * (len(TABLE_METRICS) + 4)
         else:
+            selection = "" if row["valid_metric"] == "recall@20" else f" ({row['valid_metric']})"
             cells = [format_statistic(row["test"][m]) for m in TABLE_METRICS] + [
-                format_statistic(row["valid_recall@20"]), f"{row['best_epoch']['mean']:.0f}",
-                f"{row['train_seconds_per_epoch']:.2f}"]
+                format_statistic(row["valid"]) + selection, f"{row['best_epoch']['mean']:.0f}",
+                f"{row['train_seconds_per_epoch']:.2f}", f"{row['peak_rss_mb']:.0f}"]
         finished = f"{row['seeds_finished']}/{len(summary['seeds'])}"
         lines.append(f"| {row['name']} | `{row['model']}` | {settings} | " + " | ".join(cells) + f" | {finished} |")
     failures = [(row["name"], error) for row in summary["rows"] for error in row["failed"]]

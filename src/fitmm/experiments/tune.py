@@ -2,9 +2,10 @@
 
 Every configuration of a grid (or of a seeded random sample of it) is trained on every seed, each
 trial in its own run directory ``OUT/trials/<config-id>-seed<seed>/``. The configuration is chosen
-by its mean VALIDATION recall@20 over the seeds and test metrics are reported for that choice
-(PROTOCOL.md). ``legacy_test_selection`` reproduces MMRec's choice by test recall@20, and every
-output it writes says that this leaks test information.
+by its mean VALIDATION score over the seeds, on the trials' ``valid_metric`` (the metric early
+stopping uses, recall@20 by default), and test metrics are reported for that choice
+(``docs/protocol.md`` §5). ``legacy_test_selection`` reproduces MMRec's choice by the test score, and
+every output it writes says that this leaks test information.
 
 A tune can be restarted: trials whose ``result.json`` exists are skipped, interrupted ones resume
 from their ``last.pt``. ``summary.json`` and ``summary.md`` are computed from the trials' result
@@ -21,22 +22,24 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import yaml
-from tqdm.auto import tqdm
 
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
-from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest
-from fitmm.training.config import default_config, load_settings_yaml, resolve_config
+from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest, run_pending
+from fitmm.experiments.summary import (
+    LEGACY_WARNING,
+    STD_DEFINITION,
+    TABLE_METRICS,
+    format_settings,
+    format_statistic,
+    metric_statistics,
+)
 from fitmm.files import atomic_write
+from fitmm.training.settings import check_known, load_settings_yaml, resolve_settings
 
 log = logging.getLogger("fitmm.experiments")
 
-SELECTION_METRIC = "recall@20"
-SUMMARY_METRICS = ("recall@20", "ndcg@20", "recall@10", "ndcg@10")
-LEGACY_WARNING = "LEGACY TEST-BASED SELECTION — leaks test information"
-STD_DEFINITION = "sample standard deviation over seeds (ddof=1); null with a single seed"
 
 
 def parse_setting_value(text: str):
@@ -144,9 +147,9 @@ def tune(
         raise InputError(f"--seeds {','.join(map(str, seeds))}: a seed is listed twice")
     if "seed" in grid or "seed" in settings:
         raise InputError("the seed is not searched or fixed with --grid/--set in a tune: use --seeds")
-    unknown = sorted(set(grid) - set(default_config(model)))
-    if unknown:
-        raise InputError(f"--grid: unknown setting(s) {', '.join(unknown)} for model '{model}'")
+    if "valid_metric" in grid:
+        raise InputError("--grid valid_metric: configurations are compared on one metric; fix it with --set")
+    check_known(model, grid, "--grid")
     both = sorted(set(grid) & set(settings))
     if both:
         raise InputError(f"{', '.join(both)}: both searched (--grid) and fixed (--set/--epochs)")
@@ -156,27 +159,21 @@ def tune(
     out = Path(out).resolve()
     configurations: list[Configuration] = []
     requests: list[TrialRequest] = []
+    selection_metric = resolve_settings(model, None, settings).training.valid_metric
     for searched in grid_points(grid, random_count, search_seed):
         trial_settings = {**settings, **searched}
-        device = resolve_config(model, None, trial_settings)["device"]
+        # every value checked before any training
+        device = resolve_settings(model, None, trial_settings, overrides_source="--grid/--set").training.device
         configuration = Configuration(configuration_id(model, dataset_key, trial_settings), searched, trial_settings)
         configurations.append(configuration)
         requests += [TrialRequest(model, dataset_key, str(out / trial_directory(configuration.id, seed)),
                                   seed, trial_settings, device) for seed in seeds]
 
-    to_run = [request for request in requests if not Path(request.directory, "result.json").exists()]
     backend = backend or LocalBackend()
+    finished = sum(Path(request.directory, "result.json").exists() for request in requests)
     log.info("tune %s on %s: %d trials, %d finished earlier, %d to run on %s", model, data.name,
-             len(requests), len(requests) - len(to_run), len(to_run), backend.description)
-    errors: dict[str, str] = {}
-    with tqdm(total=len(requests), initial=len(requests) - len(to_run), unit="trial",
-              desc=f"tune {model} on {data.name}", disable=not progress, dynamic_ncols=True) as bar:
-        if to_run:
-            for request, error in backend.run(to_run):
-                if error is not None:
-                    errors[request.directory] = error
-                    log.warning("trial %s failed: %s", request.directory, error)
-                bar.update()
+             len(requests), finished, len(requests) - finished, backend.description)
+    errors = run_pending(requests, backend, progress=progress, desc=f"tune {model} on {data.name}")
 
     search = {
         "grid": grid,
@@ -184,28 +181,20 @@ def tune(
         "fixed_settings": settings,
         "seeds": seeds,
     }
-    summary = summarise(model, data.name, search, configurations, out, errors, legacy_test_selection)
+    summary = summarise(model, data.name, search, configurations, out, errors, legacy_test_selection,
+                        selection_metric)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     atomic_write(out / "summary.md", summary_markdown(summary))
-    return TuneRun(summary, skipped=len(requests) - len(to_run), ran=len(to_run), backend=backend.description)
-
-
-def _statistics(results: list[dict], split: str) -> dict | None:
-    if not results:
-        return None
-    statistics = {}
-    for metric in SUMMARY_METRICS:
-        values = np.array([result[split][metric] for result in results])
-        statistics[metric] = {"mean": float(values.mean()),
-                              "std": float(values.std(ddof=1)) if len(values) > 1 else None}
-    return statistics
+    return TuneRun(summary, skipped=finished, ran=len(requests) - finished, backend=backend.description)
 
 
 def summarise(model: str, dataset_name: str, search: dict, configurations: list[Configuration],
-              out: Path, errors: dict[str, str], legacy_test_selection: bool) -> dict:
+              out: Path, errors: dict[str, str], legacy_test_selection: bool, selection_metric: str) -> dict:
     """The summary of a tune from the result files of its trials (``errors``: this run's failures
-    by trial directory). Only configurations with every seed finished can be chosen."""
+    by trial directory). Only configurations with every seed finished can be chosen, by their mean
+    ``selection_metric`` on validation (on test with ``legacy_test_selection``)."""
+    metrics = tuple(dict.fromkeys((selection_metric, *TABLE_METRICS)))
     seeds = search["seeds"]
     records, failed = [], []
     for configuration in configurations:
@@ -221,20 +210,20 @@ def summarise(model: str, dataset_name: str, search: dict, configurations: list[
             results.append(result)
             trials.append({"seed": seed, "directory": relative, "best_epoch": result["best_epoch"],
                            "epochs_run": result["epochs_run"],
-                           f"valid_{SELECTION_METRIC}": result["valid"][SELECTION_METRIC],
-                           f"test_{SELECTION_METRIC}": result["test"][SELECTION_METRIC]})
+                           f"valid_{selection_metric}": result["valid"][selection_metric],
+                           f"test_{selection_metric}": result["test"][selection_metric]})
         records.append({"id": configuration.id, "settings": configuration.searched,
-                        "complete": len(results) == len(seeds), "valid": _statistics(results, "valid"),
-                        "test": _statistics(results, "test"), "trials": trials})
+                        "complete": len(results) == len(seeds), "valid": metric_statistics(results, "valid", metrics),
+                        "test": metric_statistics(results, "test", metrics), "trials": trials})
     split = "test" if legacy_test_selection else "valid"
     chosen = max((record for record in records if record["complete"]),
-                 key=lambda record: record[split][SELECTION_METRIC]["mean"], default=None)
+                 key=lambda record: record[split][selection_metric]["mean"], default=None)
     summary = {"warning": LEGACY_WARNING} if legacy_test_selection else {}
     summary.update({
         "model": model,
         "dataset": dataset_name,
         "search": search,
-        "selection": {"split": split, "metric": SELECTION_METRIC, "statistic": "mean over seeds",
+        "selection": {"split": split, "metric": selection_metric, "statistic": "mean over seeds",
                       "legacy_test_selection": legacy_test_selection},
         "std": STD_DEFINITION,
         "configurations": records,
@@ -244,20 +233,10 @@ def summarise(model: str, dataset_name: str, search: dict, configurations: list[
     return summary
 
 
-def format_settings(settings: dict) -> str:
-    """``{"n_layers": 2, "reg_weight": 0.001}`` → ``n_layers=2, reg_weight=0.001`` (``defaults`` if empty)."""
-    return ", ".join(f"{key}={value}" for key, value in settings.items()) or "defaults"
-
-
-def format_statistic(statistic: dict) -> str:
-    """``{"mean": 0.21, "std": 0.004}`` → ``0.2100 ± 0.0040``."""
-    std = "—" if statistic["std"] is None else f"{statistic['std']:.4f}"
-    return f"{statistic['mean']:.4f} ± {std}"
-
-
 def configurations_table(summary: dict) -> str:
     """Markdown table of every configuration's mean ± std over seeds; the chosen one in bold."""
-    columns = [(split, metric) for split in ("valid", "test") for metric in SUMMARY_METRICS]
+    metrics = tuple(dict.fromkeys((summary["selection"]["metric"], *TABLE_METRICS)))
+    columns = [(split, metric) for split in ("valid", "test") for metric in metrics]
     chosen_id = summary["chosen"]["id"] if summary["chosen"] else None
     lines = ["| config | settings | seeds | " + " | ".join(f"{s} {m}" for s, m in columns) + " |",
              "|---" * (3 + len(columns)) + "|"]
@@ -291,9 +270,9 @@ def summary_markdown(summary: dict) -> str:
         lines += ["## No configuration chosen: none has every seed finished", ""]
     else:
         lines += [f"## Chosen configuration: `{chosen['id']}` ({format_settings(chosen['settings'])})", "",
-                  "| split | " + " | ".join(SUMMARY_METRICS) + " |", "|---" * (1 + len(SUMMARY_METRICS)) + "|"]
+                  "| split | " + " | ".join(chosen["test"]) + " |", "|---" * (1 + len(chosen["test"])) + "|"]
         for split in ("valid", "test"):
-            cells = [format_statistic(chosen[split][metric]) for metric in SUMMARY_METRICS]
+            cells = [format_statistic(statistic) for statistic in chosen[split].values()]
             lines.append(f"| {split} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## All configurations (mean ± std over seeds)", "", configurations_table(summary), ""]

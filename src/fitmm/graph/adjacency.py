@@ -11,6 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from fitmm.graph.precision import in_fp32
+
 
 def scipy_to_torch(matrix: sp.spmatrix) -> torch.Tensor:
     """A SciPy sparse matrix as a float32 torch sparse CSR tensor (fast CPU and GPU products)."""
@@ -95,8 +97,12 @@ class _SparseDenseProduct(torch.autograd.Function):
         return None, None, torch.sparse.mm(ctx.transposed, grad)
 
 
+@in_fp32
 def sparse_mm(matrix: torch.Tensor, dense: torch.Tensor, transposed: torch.Tensor | None = None) -> torch.Tensor:
-    """``matrix @ dense``, differentiable in ``dense``; ``transposed`` = matrixᵀ (None: symmetric)."""
+    """``matrix @ dense``, differentiable in ``dense``; ``transposed`` = matrixᵀ (None: symmetric).
+
+    Always in fp32: there is no bf16 sparse product on the CPU, so under bf16 autocast a bf16
+    ``dense`` is widened first."""
     return _SparseDenseProduct.apply(matrix, matrix if transposed is None else transposed, dense)
 
 

@@ -1,4 +1,4 @@
-"""The two information-bottleneck terms of FITMM (FITMM.md §6).
+"""The two information-bottleneck terms of FITMM (docs/method.md §6).
 
 1. ``gate_ib_surrogate`` — the authors' implementation, for parity with the published code.
 
@@ -35,16 +35,20 @@ maps to w = g/G, so
 - ``band_ib_lagrangian`` = I(X;T) − β·I(T;Y), whose minimiser over g ∈ [0, G) is exactly
   ``band_allocation_gains``.
 
-The SNR estimator (``band_snr``): ranking only depends on score *differences* between a user's
-items, so band k is summarised by the paired difference d_k = s_k(u, i⁺) − s_k(u, i⁻) of its score
-contributions on a positive and a sampled negative of the same user. SNR_k = μ²/σ², with μ the
-mean and σ² the variance of d_k, is the (between-class separation)² over the within-pair noise.
-The plug-in μ̂² overestimates μ² by σ²/B, which would give a band of pure noise an SNR of about
-1/B; this bias is subtracted, so pure noise gets SNR 0 in most batches (whenever the mean
-difference is below one standard error) and O(1/B) otherwise, far below the threshold 1/(β − 1)
-for any reasonable β. Only separation in the scoring direction
-counts (μ ≤ 0 gives SNR 0): the model adds band scores with non-negative gains, so a band that
-ranks negatives above positives carries nothing it can use.
+The SNR estimator (``separation_snr``): ranking only depends on score *differences* between a
+user's items, so band k is summarised by the paired difference d_k = s_k(u, i⁺) − s_k(u, i⁻) of its
+score contributions on a positive and a sampled negative of the same user. Over n pairs with mean
+μ̂ and variance σ̂², the squared t-statistic t² = n·μ̂²/σ̂² is the band's evidence that positives
+score higher; a band without signal has E[t²] ≈ 1, so ``evidence = max(0, t² − 1)`` is 0 for
+pure noise on average and about n·μ²/σ² for a band with signal. ``pair_snr = evidence / n`` is the
+per-pair ratio μ²/σ² with the plug-in bias σ²/n removed. Only separation in the scoring direction
+counts (μ ≤ 0 gives 0): the model adds band scores with non-negative gains, so a band that ranks
+negatives above positives carries nothing it can use.
+
+Which of the two enters ρ² = SNR/(1 + SNR) depends on what the bottleneck decides. A gain applied
+to one pair's score would be judged by the pair SNR; FITMM's band weights and its shut-off decide
+once for all pairs, and what a band is worth to that decision is the evidence it carries over the
+pairs it is fitted on (the model's ``ib_snr_scale`` chooses; ``docs/method.md`` §6 discusses it).
 
 How to use it in the loss
 -------------------------
@@ -53,7 +57,8 @@ batch's (u, i⁺, i⁻) triples::
 
     pos = (Z_user[:, u] * Z_item[:, i_pos]).sum(-1).T          # (B, M) band score contributions
     neg = (Z_user[:, u] * Z_item[:, i_neg]).sum(-1).T
-    snr = band_snr(pos.detach(), neg.detach())                  # a statistic, not a path for gradients
+    d = (pos - neg).detach()                                    # a statistic, not a path for gradients
+    pair_snr, evidence = separation_snr(n, d.sum(0), d.square().sum(0))   # accumulated over pairs
     max_gain = (1 + s).detach()
     effective = omega * gate                                    # (n_nodes, M) gains the model applies
     loss_ib = band_ib_lagrangian(effective, snr, beta, max_gain).sum(-1).mean()
@@ -64,7 +69,7 @@ problem optimises the channel (the gains), not the estimator — letting gradien
 reward inflating one batch's separation, which is L_rec's job, and the estimate is noisy. The
 Lagrangian's gradient pulls every effective gain towards the optimum and, for a band below the
 threshold, is the capacity cost alone, pushing the gain towards 0. To make the shut-off exact in
-the forward pass as well, multiply band k by (gains_k > 0) computed from a running (EMA) SNR.
+the forward pass as well, multiply band k by (gains_k > 0).
 All functions here broadcast: pass (M,) node-mean gains to regularise only the band allocation,
 or (n_nodes, M) per-node gains to regularise every node's gate.
 """
@@ -76,10 +81,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from fitmm.graph.precision import in_fp32
+
 _MAX_TRANSMITTED_FRACTION = 1.0 - 1e-6
 """Cap on g/G inside the logarithms: keeps the capacity finite when a gain reaches max_gain."""
 
 
+@in_fp32
 def gate_ib_surrogate(
     gate: Tensor,
     alpha: float,
@@ -107,25 +115,19 @@ def gate_ib_surrogate(
     return alpha * delta.square().sum(dim=1).mean() + mu * (norm * excess).mean()
 
 
-def band_snr(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
-    """Per-band signal-to-noise ratio (M,) from band score contributions on paired samples.
+def separation_snr(count: int | float | Tensor, total: Tensor, total_squares: Tensor) -> tuple[Tensor, Tensor]:
+    """(pair SNR, evidence) of paired score differences d from their count n, Σd and Σd².
 
-    ``pos_scores`` and ``neg_scores`` are (B × M): row b holds the band-wise score contributions
-    of one user with a positive item and with that pair's sampled negative. With d = pos − neg,
-    SNR_k = max(0, max(μ_k, 0)² − σ_k²/B) / σ_k² (μ, σ²: mean and unbiased variance of d_k over
-    the batch); zero when d_k is identically 0.
+    evidence = max(0, t² − 1) with t² = n·max(μ̂, 0)²/σ̂² (μ̂ the mean, σ̂² the unbiased variance);
+    pair SNR = evidence / n. Both are 0 where d is identically 0 or separates the wrong way.
     """
-    if pos_scores.shape != neg_scores.shape or pos_scores.dim() != 2:
-        shapes = f"{tuple(pos_scores.shape)} and {tuple(neg_scores.shape)}"
-        raise ValueError(f"pos_scores and neg_scores must both be (B × M), got {shapes}")
-    batch = pos_scores.shape[0]
-    if batch < 2:
-        raise ValueError("band_snr needs at least two pairs")
-    difference = pos_scores - neg_scores
-    mean = difference.mean(dim=0)
-    variance = difference.var(dim=0)
-    signal = (mean.clamp_min(0.0).square() - variance / batch).clamp_min(0.0)
-    return signal / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+    if float(count) < 2:
+        raise ValueError("separation_snr needs at least two pairs")
+    mean = total / count
+    variance = ((total_squares - count * mean.square()) / (count - 1)).clamp_min(0.0)
+    t_squared = count * mean.clamp_min(0.0).square() / variance.clamp_min(torch.finfo(variance.dtype).tiny)
+    evidence = torch.where(variance > 0, (t_squared - 1.0).clamp_min(0.0), torch.zeros_like(t_squared))
+    return evidence / count, evidence
 
 
 def band_allocation_gains(snr: Tensor, beta: float, max_gain: float | Tensor) -> Tensor:
@@ -150,6 +152,7 @@ def band_capacity_penalty(gains: Tensor, max_gain: float | Tensor) -> Tensor:
     return -0.5 * torch.log1p(-fraction)
 
 
+@in_fp32
 def band_ib_lagrangian(gains: Tensor, snr: Tensor, beta: float, max_gain: float | Tensor) -> Tensor:
     """Per-band IB objective I(X;T) − β·I(T;Y) at gain g, element-wise (gains and snr broadcast).
 

@@ -1,4 +1,4 @@
-"""Content kNN graphs (item–item or user–user) and their fusions (BASELINES.md §0, FITMM.md §2).
+"""Content kNN graphs (item–item or user–user) and their fusions (docs/baselines.md §0, docs/method.md §2).
 
 Graphs are built blockwise: the rows are L2-normalised once, each block of ``block_size`` rows is
 multiplied with all rows (a block×n cosine-similarity slab), and the top-k columns of every row

@@ -27,8 +27,8 @@ def _positive_int(text: str) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from fitmm.experiments import LocalBackend, RayBackend, parse_grid, tune
-    from fitmm.training.config import parse_overrides
-    from fitmm.experiments.tune import LEGACY_WARNING, SELECTION_METRIC, format_settings, format_statistic
+    from fitmm.experiments.summary import LEGACY_WARNING, format_settings, format_statistic
+    from fitmm.training.settings import parse_overrides
 
     backend = RayBackend(args.ray_address) if args.ray_address else LocalBackend(args.workers)
     run = tune(
@@ -44,9 +44,9 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"*** {LEGACY_WARNING} ***")
     chosen = summary["chosen"]
     if chosen is not None:
-        split = summary["selection"]["split"]
-        print(f"chosen {chosen['id']} ({format_settings(chosen['settings'])}) by mean {split} {SELECTION_METRIC} "
-              f"{format_statistic(chosen[split][SELECTION_METRIC])}; test recall@20 "
+        split, metric = summary["selection"]["split"], summary["selection"]["metric"]
+        print(f"chosen {chosen['id']} ({format_settings(chosen['settings'])}) by mean {split} {metric} "
+              f"{format_statistic(chosen[split][metric])}; test recall@20 "
               f"{format_statistic(chosen['test']['recall@20'])}, ndcg@20 {format_statistic(chosen['test']['ndcg@20'])}")
     print(f"summary written to {args.out}/summary.md and {args.out}/summary.json")
     for trial in summary["failed_trials"]:

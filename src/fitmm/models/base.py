@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -16,19 +17,30 @@ ScoreFunction = Callable[[torch.Tensor], torch.Tensor]
 class Recommender(nn.Module):
     """Base class of the models in the registry.
 
-    A model is built as ``Model(dataset, **hyperparameters)``, where the hyperparameters are
-    exactly the keys of its YAML defaults (``fitmm/models/configs/<name>.yaml``). It implements:
+    A model is built as ``Model(dataset, settings)``, where ``settings`` is an instance of its
+    ``Settings`` dataclass: every hyperparameter declared once, with type, default, allowed range
+    and description (``fitmm.settings.setting``). ``training_defaults`` overrides shared training
+    settings for this model (e.g. its learning rate); named presets live in
+    ``fitmm/models/configs/<name>.<preset>.yaml``. It implements:
 
     - ``loss(users, positives, negatives)``: a dict of scalar tensors; ``"loss"`` is the total
       that is minimised, the other entries are its parts, logged per epoch. ``negatives`` is
       ``None`` for models whose ``uses_negatives`` is False.
-    - ``scorer()``: a function from a batch of user IDs to their scores for every item
-      (users × items), called in eval mode under ``torch.no_grad``.
+    - ``score_vectors()``: (user vectors, item vectors) whose inner products are exactly its
+      scores, computed once at the current weights; or, for a model whose score is not such an inner
+      product, ``scorer()`` instead (and ``score_vectors()`` returns None). Both are called in eval
+      mode under ``torch.no_grad``. Exports, new-user fold-in and ANN serving need the vectors.
 
-    It may override ``on_epoch_start(epoch)`` (a hook run before each training epoch) and
-    ``diagnostics()`` (JSON-ready values recorded in ``result.json`` at the best epoch).
+    It may override ``on_epoch_start(epoch)`` and ``on_epoch_end(epoch)`` (hooks run around each
+    training epoch) and ``diagnostics()`` (JSON-ready values recorded in ``result.json`` per epoch
+    and at the best epoch).
     """
 
+    @dataclass(frozen=True)
+    class Settings:
+        """No hyperparameters."""
+
+    training_defaults: ClassVar[dict] = {}
     uses_negatives: ClassVar[bool] = True
     trainable: ClassVar[bool] = True
 
@@ -42,11 +54,24 @@ class Recommender(nn.Module):
     ) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def scorer(self) -> ScoreFunction:
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(users × d, items × d) whose inner products are the scores; None if the score is not one."""
         raise NotImplementedError
+
+    def scorer(self) -> ScoreFunction:
+        """A function from a batch of user IDs to their scores for every item (users × items)."""
+        users, items = self.score_vectors()
+
+        def score(user_ids: torch.Tensor) -> torch.Tensor:
+            return users[user_ids.to(users.device)] @ items.T
+
+        return score
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each training epoch (0-based); nothing by default."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch's last batch, before it is evaluated; nothing by default."""
 
     def diagnostics(self) -> dict:
         """Values describing the trained model, recorded in ``result.json``; none by default."""
@@ -58,11 +83,3 @@ def xavier_uniform_table(rows: int, width: int) -> nn.Parameter:
     (ID embedding tables, LGMRec's bias-free projections)."""
     return nn.Parameter(nn.init.xavier_uniform_(torch.empty(rows, width)))
 
-
-def embedding_scorer(users_embedding: torch.Tensor, items_embedding: torch.Tensor) -> ScoreFunction:
-    """Dot-product scores of fixed user and item representations."""
-
-    def score(user_ids: torch.Tensor) -> torch.Tensor:
-        return users_embedding[user_ids.to(users_embedding.device)] @ items_embedding.T
-
-    return score

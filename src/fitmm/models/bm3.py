@@ -2,7 +2,7 @@
 
 Zhou, Zhou, Liu, Zhang, Wang, Zeng and Miao, "Bootstrap Latent Representations for Multi-modal
 Recommendation", The Web Conference (WWW) 2023. Computation as in the authors' implementation,
-which MMRec carries unchanged (BASELINES.md §8):
+which MMRec carries unchanged (docs/baselines.md §8):
 
 - online: (U_o ; I_g) = LightGCN mean of ``n_layers`` layers over Â_sym, I_o = I_g + E_i (the
   ID table added a second time); per modality m, the projection P_m = Linear_m(F_m) of the
@@ -15,7 +15,7 @@ which MMRec carries unchanged (BASELINES.md §8):
   whole tables, ÷ the number of items) + ``cl_weight``·Σ_m ([g(P_m)_i, Ī_i] + [g(P_m)_i, P̄_m,i]);
 - scores g(U_o)·g(I_o)ᵀ: the predictor is applied at inference, without dropout.
 
-Defaults (``configs/bm3.yaml``): d 64, ``cl_weight`` 2.0, learning rate 1e-3 without decay from
+Defaults (``BM3.Settings``): d 64, ``cl_weight`` 2.0, learning rate 1e-3 without decay from
 the authors' configuration (identical in MMRec); ``n_layers`` 1, ``dropout`` 0.5, ``reg_weight``
 0.1 — the authors' published best values for Baby. ``freeze_features: false``: the reference
 fine-tunes the raw features. BM3 builds no content graph, so there is no ``mask_placeholders``
@@ -28,18 +28,23 @@ share one dropout mask in both).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, symmetric_normalized
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
+from fitmm.graph.precision import in_fp32
+from fitmm.models.base import Recommender, xavier_uniform_table
 from fitmm.models.content import available_content, register_features
 from fitmm.models.losses import plain_norms
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 
+@in_fp32
 def alignment_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 − the batch mean of the row-wise cosine similarity (invariant to the targets' scale)."""
     return 1 - F.cosine_similarity(online, target, dim=-1).mean()
@@ -49,32 +54,34 @@ def alignment_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class BM3(Recommender):
     uses_negatives = False
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        n_layers: int,
-        dropout: float,
-        reg_weight: float,
-        cl_weight: float,
-        freeze_features: bool,
-    ) -> None:
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings and content projections", minimum=1)
+        n_layers: int = setting(1, "LightGCN layers", minimum=0)
+        dropout: float = setting(0.5, "target-view embedding dropout", minimum=0, maximum=1)
+        reg_weight: float = setting(0.1, "weight of the plain norms of the online tables, ÷ the number of items",
+                                    minimum=0)
+        cl_weight: float = setting(2.0, "weight of the modality alignment losses", minimum=0)
+        freeze_features: bool = setting(False, "keep the raw content features constant (the reference "
+                                               "fine-tunes them)")
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
         super().__init__(dataset)
-        self.n_layers = n_layers
-        self.dropout = dropout
-        self.reg_weight = reg_weight
-        self.cl_weight = cl_weight
+        self.n_layers = settings.n_layers
+        self.dropout = settings.dropout
+        self.reg_weight = settings.reg_weight
+        self.cl_weight = settings.cl_weight
         content = available_content(dataset, self.registry_name)
         self.modalities = tuple(content)
 
-        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
-        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
-        self.predictor = nn.Linear(embedding_size, embedding_size)
+        self.user_embedding = xavier_uniform_table(self.n_users, settings.embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, settings.embedding_size)
+        self.predictor = nn.Linear(settings.embedding_size, settings.embedding_size)
         nn.init.xavier_normal_(self.predictor.weight)
         self.projections = nn.ModuleDict()
         for name, (features, _) in content.items():
-            register_features(self, f"{name}_features", features, trainable=not freeze_features)
-            self.projections[name] = nn.Linear(features.shape[1], embedding_size)
+            register_features(self, f"{name}_features", features, trainable=not settings.freeze_features)
+            self.projections[name] = nn.Linear(features.shape[1], settings.embedding_size)
             nn.init.xavier_normal_(self.projections[name].weight)
         self.register_buffer("adjacency", scipy_to_torch(symmetric_normalized(dataset.train)), persistent=False)
 
@@ -107,6 +114,6 @@ class BM3(Recommender):
         total = parts["user_item"] + parts["item_user"] + parts["reg"] + self.cl_weight * content
         return {"loss": total, **parts}
 
-    def scorer(self) -> ScoreFunction:
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         user_online, item_online = self.online()
-        return embedding_scorer(self.predictor(user_online), self.predictor(item_online))
+        return self.predictor(user_online), self.predictor(item_online)

@@ -65,7 +65,7 @@ def content_knn_graph(features: torch.Tensor, mask: torch.Tensor, k: int, *, wei
     """``knn_graph`` of one modality's raw features, with ``k`` checked against the content rows.
 
     ``mask_placeholders``: placeholder rows get only a self-loop and are nobody's neighbour
-    (project decision, BASELINES.md §1.6); False treats them as content, as the references do.
+    (project decision, docs/baselines.md §1.6); False treats them as content, as the references do.
     """
     n_content = int(mask.sum()) if mask_placeholders else mask.numel()
     if not 1 <= k <= n_content:

@@ -2,7 +2,7 @@
 
 Zhou and Shen, "A Tale of Two Graphs: Freezing and Denoising Graph Structures for Multimodal
 Recommendation", ACM Multimedia 2023. Computation as in the authors' implementation, which MMRec
-carries unchanged (BASELINES.md §7):
+carries unchanged (docs/baselines.md §7):
 
 - frozen item graph S = α·KNN-bin(F_v, k) + (1 − α)·KNN-bin(F_t, k), built once from the raw
   features (α = ``mm_image_weight``; with one modality, that modality's graph alone);
@@ -15,13 +15,13 @@ carries unchanged (BASELINES.md §7):
 - loss = BPR(z) + ``reg_weight`` · Σ_m BPR(z_u·P_m[i⁺], z_u·P_m[i⁻]) with P_m = Linear(F_m), the
   projected (fine-tuned) content of each modality. No L2 term.
 
-Defaults (``configs/freedom.yaml``): d 64, ``knn_k`` 10, ``n_ii_layers`` 1 (``n_mm_layers`` in the
+Defaults (``FREEDOM.Settings``): d 64, ``knn_k`` 10, ``n_ii_layers`` 1 (``n_mm_layers`` in the
 reference), ``n_ui_layers`` 2, ``mm_image_weight`` 0.1, learning rate 1e-3 without decay — the
 authors' configuration, identical in MMRec. The authors search ``dropout`` ∈ {0.8, 0.9} ×
 ``reg_weight`` ∈ {0, 1e-5, 1e-4, 1e-3} and publish no per-dataset values; the defaults 0.8 and
 1e-4 are the pair the FITMM authors' copy of the harness pins. ``freeze_features: false``: the
 reference fine-tunes the raw features (they feed only the auxiliary losses; the graph stays the
-one built from the initial features). ``mask_placeholders: true`` (project decision, BASELINES.md
+one built from the initial features). ``mask_placeholders: true`` (project decision, docs/baselines.md
 §1.6) gives items without real content in a modality only a self-loop in that modality's graph;
 ``false`` is the reference behaviour. Placeholder rows are the mean of the real rows either way.
 
@@ -31,53 +31,59 @@ every item on every batch; the loss is the same).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, sparse_mm, symmetric_normalized
 from fitmm.graph.knn import mix_graphs
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
+from fitmm.models.base import Recommender, xavier_uniform_table
 from fitmm.models.content import available_content, content_knn_graph, register_features
 from fitmm.models.losses import bpr_loss
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 
 @register("freedom")
 class FREEDOM(Recommender):
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        n_ui_layers: int,
-        n_ii_layers: int,
-        knn_k: int,
-        mm_image_weight: float,
-        dropout: float,
-        reg_weight: float,
-        freeze_features: bool,
-        mask_placeholders: bool,
-    ) -> None:
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings and content projections", minimum=1)
+        n_ui_layers: int = setting(2, "LightGCN layers over the (pruned) user–item graph", minimum=0)
+        n_ii_layers: int = setting(1, "item–item graph convolutions of the ID table", minimum=0)
+        knn_k: int = setting(10, "neighbours per item in the binary kNN graph of each modality", minimum=1)
+        mm_image_weight: float = setting(0.1, "weight of the image graph in the frozen item graph",
+                                         minimum=0, maximum=1)
+        dropout: float = setting(0.8, "fraction of training edges dropped per epoch", minimum=0, maximum=1)
+        reg_weight: float = setting(0.0001, "weight of the content BPR losses", minimum=0)
+        freeze_features: bool = setting(False, "keep the raw content features constant (the reference "
+                                               "fine-tunes them)")
+        mask_placeholders: bool = setting(True, "items without real content get only a self-loop in that "
+                                                "modality's graph")
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
         super().__init__(dataset)
-        self.n_ui_layers = n_ui_layers
-        self.n_ii_layers = n_ii_layers
-        self.dropout = dropout
-        self.reg_weight = reg_weight
+        self.n_ui_layers = settings.n_ui_layers
+        self.n_ii_layers = settings.n_ii_layers
+        self.dropout = settings.dropout
+        self.reg_weight = settings.reg_weight
         content = available_content(dataset, self.registry_name)
         self.modalities = tuple(content)
 
-        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
-        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
+        self.user_embedding = xavier_uniform_table(self.n_users, settings.embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, settings.embedding_size)
         self.projections = nn.ModuleDict()
         graphs = {}
         for name, (features, mask) in content.items():
-            register_features(self, f"{name}_features", features, trainable=not freeze_features)
-            self.projections[name] = nn.Linear(features.shape[1], embedding_size)
-            graphs[name] = content_knn_graph(features, mask, knn_k, weighting="binary",
-                                             mask_placeholders=mask_placeholders, model=self.registry_name,
+            register_features(self, f"{name}_features", features, trainable=not settings.freeze_features)
+            self.projections[name] = nn.Linear(features.shape[1], settings.embedding_size)
+            graphs[name] = content_knn_graph(features, mask, settings.knn_k, weighting="binary",
+                                             mask_placeholders=settings.mask_placeholders, model=self.registry_name,
                                              modality=name)
         if len(graphs) == 2:
-            item_graph = mix_graphs(graphs["image"], graphs["text"], mm_image_weight)
+            item_graph = mix_graphs(graphs["image"], graphs["text"], settings.mm_image_weight)
         else:
             (item_graph,) = graphs.values()
         self.register_buffer("item_graph", item_graph, persistent=False)
@@ -142,5 +148,5 @@ class FREEDOM(Recommender):
         auxiliary = sum(parts[f"bpr_{modality}"] for modality in self.modalities)
         return {"loss": parts["bpr"] + self.reg_weight * auxiliary, **parts}
 
-    def scorer(self) -> ScoreFunction:
-        return embedding_scorer(*self.propagate(self.adjacency))
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.propagate(self.adjacency)

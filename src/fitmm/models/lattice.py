@@ -2,7 +2,7 @@
 
 Zhang, Zhu, Liu, Wu, Wang and Wang, "Mining Latent Structures for Multimedia Recommendation",
 ACM Multimedia 2021. Computation as in the authors' implementation and MMRec's port of it
-(BASELINES.md §6):
+(docs/baselines.md §6):
 
 - backbone: (U_cf ; I_cf) = mean of layers 0..``n_ui_layers`` of [E_u ; E_i] over Â_row+I, the
   row-normalised user–item graph with self-loops (not Â_sym);
@@ -31,13 +31,13 @@ cosines can be negative) gets a factor 0 instead of the reference's NaN; how man
 the latest build is reported in ``diagnostics()``. The HS divisor is the references' configured
 batch size, 2048, for every batch (the last, shorter one included).
 
-Defaults (``configs/lattice.yaml``): d 64, ``feat_embed_dim`` 64, ``n_ui_layers`` 2
+Defaults (``LATTICE.Settings``): d 64, ``feat_embed_dim`` 64, ``n_ui_layers`` 2
 (``weight_size`` [64, 64] in the reference), ``n_ii_layers`` 1, ``knn_k`` 10, ``lambda_coeff`` 0.9,
 learning-rate decay 0.96 per 50 epochs — MMRec's configuration, the same as the authors'.
 Learning rate 5e-4 and ``reg_weight`` 1e-5: the defaults of the authors' code, whose default
 dataset is Baby (MMRec searches lr ∈ {1e-4, 5e-4, 1e-3, 5e-3} × reg ∈ {0, 1e-5, 1e-4, 1e-3} and
 publishes no per-dataset values). ``freeze_features: false`` as the reference.
-``mask_placeholders: true`` (project decision, BASELINES.md §1.6): items without real content in a
+``mask_placeholders: true`` (project decision, docs/baselines.md §1.6): items without real content in a
 modality get only a self-loop in that modality's initial *and* learned graph and are nobody's
 neighbour there; ``false`` is the reference behaviour. Placeholder rows are the mean of the real
 rows either way (``fitmm.models.content``).
@@ -46,6 +46,7 @@ rows either way (``fitmm.models.content``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -53,10 +54,11 @@ from torch import nn
 
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, row_normalized_with_self_loops, scipy_to_torch, sparse_mm
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
+from fitmm.models.base import Recommender, xavier_uniform_table
 from fitmm.models.content import available_content, content_knn_graph, register_features
 from fitmm.models.losses import REFERENCE_BATCH_SIZE, bpr_loss, half_squares
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 SIMILARITY_BLOCK_ROWS = 2048
 """Rows of the item–item cosine similarity computed at a time when the learned graph is built."""
@@ -107,36 +109,44 @@ class ItemGraph:
 
 @register("lattice")
 class LATTICE(Recommender):
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        feat_embed_dim: int,
-        n_ui_layers: int,
-        n_ii_layers: int,
-        knn_k: int,
-        lambda_coeff: float,
-        reg_weight: float,
-        freeze_features: bool,
-        mask_placeholders: bool,
-    ) -> None:
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings", minimum=1)
+        feat_embed_dim: int = setting(64, "width of the content projections the learned graph is built from",
+                                      minimum=1)
+        n_ui_layers: int = setting(2, "LightGCN backbone layers", minimum=0)
+        n_ii_layers: int = setting(1, "item-graph convolutions", minimum=0)
+        knn_k: int = setting(10, "neighbours per item in the initial and learned graphs", minimum=1)
+        lambda_coeff: float = setting(0.9, "weight of the initial (raw-feature) graph in the skip connection",
+                                      minimum=0, maximum=1)
+        reg_weight: float = setting(0.00001, "weight of the half squares of the batch embeddings (÷ 2048)",
+                                    minimum=0)
+        freeze_features: bool = setting(False, "keep the raw content features constant (the reference "
+                                               "fine-tunes them)")
+        mask_placeholders: bool = setting(True, "items without real content get only a self-loop in that "
+                                                "modality's graphs")
+
+    training_defaults: ClassVar[dict] = {"learning_rate": 0.0005, "lr_decay": 0.96}
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
         super().__init__(dataset)
-        self.n_ui_layers = n_ui_layers
-        self.n_ii_layers = n_ii_layers
-        self.knn_k = knn_k
-        self.lambda_coeff = lambda_coeff
-        self.reg_weight = reg_weight
+        self.n_ui_layers = settings.n_ui_layers
+        self.n_ii_layers = settings.n_ii_layers
+        self.knn_k = settings.knn_k
+        self.lambda_coeff = settings.lambda_coeff
+        self.reg_weight = settings.reg_weight
         content = available_content(dataset, self.registry_name)
         self.modalities = tuple(content)
 
-        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
-        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
+        self.user_embedding = xavier_uniform_table(self.n_users, settings.embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, settings.embedding_size)
         self.projections = nn.ModuleDict()
         for name, (features, mask) in content.items():
-            register_features(self, f"{name}_features", features, trainable=not freeze_features)
-            self.projections[name] = nn.Linear(features.shape[1], feat_embed_dim)
-            self.register_buffer(f"{name}_mask", mask if mask_placeholders else None, persistent=False)
-            graph = content_knn_graph(features, mask, knn_k, weighting="cosine", mask_placeholders=mask_placeholders,
+            register_features(self, f"{name}_features", features, trainable=not settings.freeze_features)
+            self.projections[name] = nn.Linear(features.shape[1], settings.feat_embed_dim)
+            self.register_buffer(f"{name}_mask", mask if settings.mask_placeholders else None, persistent=False)
+            graph = content_knn_graph(features, mask, settings.knn_k, weighting="cosine",
+                                      mask_placeholders=settings.mask_placeholders,
                                       model=self.registry_name, modality=name)
             self.register_buffer(f"{name}_graph", graph, persistent=False)
             self.register_buffer(f"{name}_graph_t", graph.t().coalesce(), persistent=False)
@@ -202,8 +212,8 @@ class LATTICE(Recommender):
         regulariser = self.reg_weight * half_squares(u, p, n, divisor=REFERENCE_BATCH_SIZE)
         return {"loss": ranking + regulariser, "bpr": ranking, "reg": regulariser}
 
-    def scorer(self) -> ScoreFunction:
-        return embedding_scorer(*self.propagate(self.build_item_graph()))
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.propagate(self.build_item_graph())
 
     def diagnostics(self) -> dict:
         weights = self.modality_logits.detach().softmax(dim=0).tolist()

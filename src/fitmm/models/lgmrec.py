@@ -2,7 +2,7 @@
 
 Guo, Li, Li, Wang, Wang and Ma, "LGMRec: Local and Global Graph Learning for Multimodal
 Recommendation", AAAI 2024. Computation as in the authors' implementation, which MMRec carries
-unchanged (BASELINES.md §10):
+unchanged (docs/baselines.md §10):
 
 - CGE: C = LightGCN mean of ``n_ui_layers`` layers of [E_u ; E_i] over Â_sym;
 - MGE per modality: items X_m = F_m W_m (W_m Xavier-uniform, no bias, F_m frozen), users the mean
@@ -21,7 +21,7 @@ Evaluation is **stochastic** by default, as in the reference: every scorer call,
 batch of an evaluation, draws fresh Gumbel noise (no dropout). ``deterministic_eval: true``
 replaces the Gumbel-softmax by softmax(logits / τ) at evaluation; report which one was used.
 
-Defaults (``configs/lgmrec.yaml``): the Amazon Baby row of the authors' published training logs,
+Defaults (``LGMRec.Settings``): the Amazon Baby row of the authors' published training logs,
 identical to MMRec's active configuration — ``n_ui_layers`` 2, ``n_mm_layers`` 2,
 ``n_hyper_layers`` 1, ``n_hyperedges`` 4, ``keep_rate`` 0.5, ``alpha`` 0.3, ``cl_weight`` 1e-4,
 ``reg_weight`` 1e-6; learning rate 1e-3, no decay. Features are frozen (``freeze_features: true``)
@@ -31,23 +31,27 @@ mean of the real rows (``fitmm.models.content``), the released data's own conven
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from fitmm.data.dataset import MODALITIES, Dataset
-from fitmm.errors import InputError
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, sparse_mm, symmetric_normalized
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
+from fitmm.graph.precision import in_fp32
+from fitmm.models.base import Recommender, ScoreFunction, xavier_uniform_table
 from fitmm.models.content import content_features, register_features
 from fitmm.models.losses import bpr_loss, plain_norms
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 TEMPERATURE = 0.2
 """Gumbel-softmax and NCE temperature, hard-coded in the reference."""
 
 
+@in_fp32
 def summed_nce(anchors: torch.Tensor, positives: torch.Tensor, candidates: torch.Tensor,
                temperature: float) -> torch.Tensor:
     """Σ_b −log(exp(cos(a_b, p_b)/τ) / Σ_j exp(cos(a_b, c_j)/τ)) over every row j of ``candidates``."""
@@ -67,40 +71,43 @@ def hypergraph_propagation(item_memberships: torch.Tensor, user_memberships: tor
 
 @register("lgmrec")
 class LGMRec(Recommender):
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        n_ui_layers: int,
-        n_mm_layers: int,
-        n_hyper_layers: int,
-        n_hyperedges: int,
-        keep_rate: float,
-        alpha: float,
-        cl_weight: float,
-        reg_weight: float,
-        freeze_features: bool,
-        deterministic_eval: bool,
-    ) -> None:
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings and modality projections", minimum=1)
+        n_ui_layers: int = setting(2, "LightGCN layers of the collaborative embeddings", minimum=0)
+        n_mm_layers: int = setting(2, "propagations of the modality embeddings (the last layer is kept)",
+                                   minimum=0)
+        n_hyper_layers: int = setting(1, "hypergraph layers", minimum=1)
+        n_hyperedges: int = setting(4, "hyperedges per modality", minimum=1)
+        keep_rate: float = setting(0.5, "membership dropout keeps this fraction", minimum=0, maximum=1,
+                                   exclusive_minimum=True)
+        alpha: float = setting(0.3, "weight of the global (hypergraph) embeddings", minimum=0)
+        cl_weight: float = setting(0.0001, "weight of the summed cross-modal hypergraph NCE", minimum=0)
+        reg_weight: float = setting(0.000001, "weight of the plain norms of the batch embeddings, ÷ batch length",
+                                    minimum=0)
+        freeze_features: bool = setting(True, "keep the raw content features constant (as the reference)")
+        deterministic_eval: bool = setting(False, "softmax instead of Gumbel-softmax at evaluation "
+                                                  "(the reference is noisy)")
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
         super().__init__(dataset)
-        if n_hyper_layers < 1:
-            raise InputError(f"model 'lgmrec': n_hyper_layers must be at least 1, got {n_hyper_layers}")
-        self.n_ui_layers = n_ui_layers
-        self.n_mm_layers = n_mm_layers
-        self.n_hyper_layers = n_hyper_layers
-        self.keep_rate = keep_rate
-        self.alpha = alpha
-        self.cl_weight = cl_weight
-        self.reg_weight = reg_weight
-        self.deterministic_eval = deterministic_eval
+        self.n_ui_layers = settings.n_ui_layers
+        self.n_mm_layers = settings.n_mm_layers
+        self.n_hyper_layers = settings.n_hyper_layers
+        self.keep_rate = settings.keep_rate
+        self.alpha = settings.alpha
+        self.cl_weight = settings.cl_weight
+        self.reg_weight = settings.reg_weight
+        self.deterministic_eval = settings.deterministic_eval
         content = {name: content_features(dataset, name, self.registry_name)[0] for name in MODALITIES}
 
-        self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
-        self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
+        self.user_embedding = xavier_uniform_table(self.n_users, settings.embedding_size)
+        self.item_embedding = xavier_uniform_table(self.n_items, settings.embedding_size)
         for name, features in content.items():
-            register_features(self, f"{name}_features", features, trainable=not freeze_features)
-            self.register_parameter(f"{name}_projection", xavier_uniform_table(features.shape[1], embedding_size))
-            self.register_parameter(f"{name}_hyperedges", xavier_uniform_table(features.shape[1], n_hyperedges))
+            register_features(self, f"{name}_features", features, trainable=not settings.freeze_features)
+            width = features.shape[1]
+            self.register_parameter(f"{name}_projection", xavier_uniform_table(width, settings.embedding_size))
+            self.register_parameter(f"{name}_hyperedges", xavier_uniform_table(width, settings.n_hyperedges))
 
         binary = sp.csr_matrix(dataset.train, dtype=np.float32)
         binary.data[:] = 1.0
@@ -179,14 +186,22 @@ class LGMRec(Recommender):
         regulariser = self.reg_weight * plain_norms(u, p, n, divisor=users.shape[0])
         return {"loss": ranking + contrastive + regulariser, "bpr": ranking, "cl": contrastive, "reg": regulariser}
 
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Z's user and item rows with deterministic evaluation; None with the reference's noisy one,
+        whose scores change with every call."""
+        if not self.deterministic_eval:
+            return None
+        collaborative = self.collaborative()
+        final = self.final(self.local(collaborative), self.hypergraph_embeddings(collaborative[self.n_users:]))
+        return final[: self.n_users], final[self.n_users:]
+
     def scorer(self) -> ScoreFunction:
         """Scores from Z; the local part is computed once, the hypergraph part per call unless deterministic."""
+        if self.deterministic_eval:
+            return super().scorer()
         collaborative = self.collaborative()
         local = self.local(collaborative)
         collaborative_items = collaborative[self.n_users:]
-        if self.deterministic_eval:
-            final = self.final(local, self.hypergraph_embeddings(collaborative_items))
-            return embedding_scorer(final[: self.n_users], final[self.n_users:])
 
         def score(user_ids: torch.Tensor) -> torch.Tensor:
             final = self.final(local, self.hypergraph_embeddings(collaborative_items))

@@ -1,21 +1,30 @@
-"""Loss terms shared by several models (see BASELINES.md §0 for the conventions)."""
+"""Loss terms shared by several models (see docs/baselines.md §0 for the conventions).
+
+Every loss term here, and every model's own, is marked ``in_fp32`` (``fitmm.graph.precision``): it
+computes in float32 with autocast off, whatever precision its inputs were computed in.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from fitmm.graph.precision import in_fp32
 
+
+@in_fp32
 def bpr_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
     """−mean log σ(s⁺ − s⁻), computed stably with logsigmoid."""
     return -F.logsigmoid(positive_scores - negative_scores).mean()
 
 
+@in_fp32
 def bpr_loss_eps(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
     """−mean log(1e-10 + σ(s⁺ − s⁻)): the form BPR-MF, LightGCN and VBPR use in the reference."""
     return -torch.log(1e-10 + torch.sigmoid(positive_scores - negative_scores)).mean()
 
 
+@in_fp32
 def plain_norms(*tensors: torch.Tensor, divisor: float) -> torch.Tensor:
     """PN: the sum of the (unsquared) Frobenius norms of the tensors, divided by ``divisor``."""
     return sum(torch.linalg.norm(t) for t in tensors) / divisor
@@ -27,11 +36,13 @@ in every published run. It stays 2048 when ``batch_size`` is changed here (a mod
 training settings), so ``reg_weight`` keeps the meaning of the published values."""
 
 
+@in_fp32
 def half_squares(*tensors: torch.Tensor, divisor: float) -> torch.Tensor:
     """HS: ½ Σ ‖X‖_F², divided by ``divisor`` (the configured batch size in the references)."""
     return 0.5 * sum(t.pow(2).sum() for t in tensors) / divisor
 
 
+@in_fp32
 def info_nce(x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
     """In-batch InfoNCE: row b of x against row b of y, the other rows of y are the negatives."""
     x = F.normalize(x, dim=1) / temperature  # scaling the rows is cheaper than the batch × batch logits
@@ -80,6 +91,7 @@ class _BatchUniformity(torch.autograd.Function):
         return gradient.mul_(grad / batch), None
 
 
+@in_fp32
 def batch_uniformity(rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the row-softmax of Z Zᵀ (temperature 1) against the uniform target.
 

@@ -2,7 +2,7 @@
 
 Yu, Li, Wang, Tang, Zhang and Wei, "Multi-View Graph Convolutional Network for Multimedia
 Recommendation", ACM Multimedia 2023. Computation as in the authors' implementation, which MMRec
-carries unchanged (BASELINES.md §9):
+carries unchanged (docs/baselines.md §9):
 
 - behaviour view B = LightGCN mean of ``n_ui_layers`` layers over Â_sym;
 - purifier: the item ID table gated by σ(Linear(projected content)), per modality;
@@ -13,16 +13,16 @@ carries unchanged (BASELINES.md §9):
 - final Z = B + side; loss = BPR + ``reg_weight`` · HS(z_u, z_i⁺, z_i⁻) (÷ 2048) +
   ``cl_weight`` · [InfoNCE₀.₂(side_i⁺, B_i⁺) + InfoNCE₀.₂(side_u, B_u)].
 
-Defaults (``configs/mgcn.yaml``): d 64, ``n_ui_layers`` 2, ``n_ii_layers`` 1, ``knn_k`` 10,
+Defaults (``MGCN.Settings``): d 64, ``n_ui_layers`` 2, ``n_ii_layers`` 1, ``knn_k`` 10,
 ``reg_weight`` 1e-4, learning rate 1e-3 decayed by 0.96 per 50 epochs — MMRec's configuration,
 identical to the authors'. ``cl_weight`` 0.01: MMRec searches {0.001, 0.01, 0.1} and publishes no
 per-dataset value; the authors' repository configuration fixes 0.01. Content features are
 fine-tuned (``freeze_features: false``) as in the reference. ``mask_placeholders: true`` (a project
-decision, BASELINES.md §1.6) gives items without real content only a self-loop in that modality's
+decision, docs/baselines.md §1.6) gives items without real content only a self-loop in that modality's
 graph; ``false`` reproduces the reference, where placeholder rows are ordinary content. Either
 way placeholder rows are replaced by the mean of the real rows (``fitmm.models.content``).
 
-The fuser's softmax runs over the two modalities, as in MMRec's copy and BASELINES.md; note that
+The fuser's softmax runs over the two modalities, as in MMRec's copy and docs/baselines.md; note that
 the revision of the authors' repository stored at commit 09095cb builds it with ``dim=0`` (over
 nodes), which is not reproduced here.
 
@@ -31,6 +31,9 @@ behaviour view, the KNN-w item views, the loss) live in :class:`MultiViewRecomme
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -45,10 +48,11 @@ from fitmm.graph.adjacency import (
     to_csr,
     user_item_block,
 )
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer, xavier_uniform_table
+from fitmm.models.base import Recommender, xavier_uniform_table
 from fitmm.models.content import content_features, content_knn_graph, register_features
 from fitmm.models.losses import REFERENCE_BATCH_SIZE, bpr_loss, half_squares, info_nce
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 CONTRASTIVE_TEMPERATURE = 0.2
 """InfoNCE temperature, hard-coded in the MGCN and SMORE references."""
@@ -62,37 +66,29 @@ def sigmoid_gate(width: int) -> nn.Sequential:
 class MultiViewRecommender(Recommender):
     """Behaviour view plus content item–item views, as MGCN and SMORE build them.
 
-    Holds the Xavier-uniform ID tables, the content tables (fine-tuned unless ``freeze_features``)
-    with their Linear projections to ``embedding_size``, Â_sym, R̂ (and its transpose), and per
-    modality the frozen KNN-w graph of the raw features (and its transpose, for the backward).
+    Reads the settings MGCN and SMORE share (``embedding_size``, ``n_ui_layers``, ``n_ii_layers``,
+    ``reg_weight``, ``cl_weight``, ``freeze_features``, ``mask_placeholders``) from ``settings``;
+    ``knn_k`` gives each modality's graph size. Holds the Xavier-uniform ID tables, the content
+    tables (fine-tuned unless ``freeze_features``) with their Linear projections to
+    ``embedding_size``, Â_sym, R̂ (and its transpose), and per modality the frozen KNN-w graph of
+    the raw features (and its transpose, for the backward).
     Subclasses implement :meth:`views`, returning the behaviour view B and the side view, both
     (users + items)×d; the final embedding is B + side.
     """
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        *,
-        embedding_size: int,
-        n_ui_layers: int,
-        n_ii_layers: int,
-        knn_k: dict[str, int],
-        reg_weight: float,
-        cl_weight: float,
-        freeze_features: bool,
-        mask_placeholders: bool,
-    ) -> None:
+    def __init__(self, dataset: Dataset, settings, knn_k: dict[str, int]) -> None:
         super().__init__(dataset)
-        self.n_ui_layers = n_ui_layers
-        self.n_ii_layers = n_ii_layers
-        self.reg_weight = reg_weight
-        self.cl_weight = cl_weight
+        self.n_ui_layers = settings.n_ui_layers
+        self.n_ii_layers = settings.n_ii_layers
+        self.reg_weight = settings.reg_weight
+        self.cl_weight = settings.cl_weight
+        embedding_size = settings.embedding_size
         content = {name: content_features(dataset, name, self.registry_name) for name in MODALITIES}
 
         self.user_embedding = xavier_uniform_table(self.n_users, embedding_size)
         self.item_embedding = xavier_uniform_table(self.n_items, embedding_size)
         for name, (features, _) in content.items():
-            register_features(self, f"{name}_features", features, trainable=not freeze_features)
+            register_features(self, f"{name}_features", features, trainable=not settings.freeze_features)
         self.image_projection = nn.Linear(content["image"][0].shape[1], embedding_size)
         self.text_projection = nn.Linear(content["text"][0].shape[1], embedding_size)
 
@@ -102,7 +98,8 @@ class MultiViewRecommender(Recommender):
         self.register_buffer("user_item_t", scipy_to_torch(user_item.T), persistent=False)
         for name, (features, mask) in content.items():
             graph = content_knn_graph(features, mask, knn_k[name], weighting="cosine",
-                                      mask_placeholders=mask_placeholders, model=self.registry_name, modality=name)
+                                      mask_placeholders=settings.mask_placeholders, model=self.registry_name,
+                                      modality=name)
             self.register_item_graph(name, graph)
 
     def register_item_graph(self, name: str, graph: torch.Tensor) -> None:
@@ -142,38 +139,40 @@ class MultiViewRecommender(Recommender):
         )
         return {"loss": ranking + regulariser + contrastive, "bpr": ranking, "reg": regulariser, "cl": contrastive}
 
-    def scorer(self) -> ScoreFunction:
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         behaviour, side = self.views()
         final = behaviour + side
-        return embedding_scorer(final[: self.n_users], final[self.n_users:])
+        return final[: self.n_users], final[self.n_users:]
 
 
 @register("mgcn")
 class MGCN(MultiViewRecommender):
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        n_ui_layers: int,
-        n_ii_layers: int,
-        knn_k: int,
-        reg_weight: float,
-        cl_weight: float,
-        freeze_features: bool,
-        mask_placeholders: bool,
-    ) -> None:
-        super().__init__(
-            dataset, embedding_size=embedding_size, n_ui_layers=n_ui_layers, n_ii_layers=n_ii_layers,
-            knn_k={"image": knn_k, "text": knn_k}, reg_weight=reg_weight, cl_weight=cl_weight,
-            freeze_features=freeze_features, mask_placeholders=mask_placeholders,
-        )
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings and content projections", minimum=1)
+        n_ui_layers: int = setting(2, "LightGCN layers of the behaviour view", minimum=0)
+        n_ii_layers: int = setting(1, "item–item propagations per modality", minimum=0)
+        knn_k: int = setting(10, "neighbours per item in the image and text kNN graphs", minimum=1)
+        reg_weight: float = setting(0.0001, "weight of the half squares of the batch embeddings (÷ 2048)",
+                                    minimum=0)
+        cl_weight: float = setting(0.01, "InfoNCE weight", minimum=0)
+        freeze_features: bool = setting(False, "keep the raw content features constant (the reference "
+                                               "fine-tunes them)")
+        mask_placeholders: bool = setting(True, "items without real content get only a self-loop in that "
+                                                "modality's graph")
+
+    training_defaults: ClassVar[dict] = {"lr_decay": 0.96}
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
+        super().__init__(dataset, settings, knn_k={"image": settings.knn_k, "text": settings.knn_k})
         self.attention_query = nn.Sequential(
-            nn.Linear(embedding_size, embedding_size), nn.Tanh(), nn.Linear(embedding_size, 1, bias=False)
+            nn.Linear(settings.embedding_size, settings.embedding_size), nn.Tanh(),
+            nn.Linear(settings.embedding_size, 1, bias=False),
         )
-        self.image_purifier = sigmoid_gate(embedding_size)
-        self.text_purifier = sigmoid_gate(embedding_size)
-        self.image_preference = sigmoid_gate(embedding_size)
-        self.text_preference = sigmoid_gate(embedding_size)
+        self.image_purifier = sigmoid_gate(settings.embedding_size)
+        self.text_purifier = sigmoid_gate(settings.embedding_size)
+        self.image_preference = sigmoid_gate(settings.embedding_size)
+        self.text_preference = sigmoid_gate(settings.embedding_size)
 
     def purified_items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """X_v, X_t: the item ID table gated by σ(Linear(P_v)) and σ(Linear(P_t)) (items×d)."""

@@ -2,7 +2,7 @@
 
 Ong and Khong, "Spectrum-based Modality Representation Fusion Graph Convolutional Network for
 Multimodal Recommendation", WSDM 2025. Computation as in the authors' implementation, which MMRec
-carries unchanged (BASELINES.md §11):
+carries unchanged (docs/baselines.md §11):
 
 - spectral filtering along the 64-d feature axis (orthonormal rfft/irfft, 33 complex bins):
   Ṽ = irfft(rfft(P_v) ⊙ W_v), T̃ = irfft(rfft(P_t) ⊙ W_t) and the fusion modality
@@ -17,7 +17,7 @@ carries unchanged (BASELINES.md §11):
   G_m = σ(Linear(B)) passed through dropout (``gate_dropout``) in training only;
 - final Z = B + side; the loss is MGCN's (BPR + HS ÷ 2048 + InfoNCE₀.₂ of side vs behaviour).
 
-Defaults (``configs/smore.yaml``): the authors' published best values for Amazon Clothing, the
+Defaults (``SMORE.Settings``): the authors' published best values for Amazon Clothing, the
 configuration FITMM's authors pin in their copy of SMORE — ``n_ui_layers`` 3, ``n_ii_layers`` 1,
 ``image_knn_k`` 40, ``text_knn_k`` 10, ``cl_weight`` 0.01, ``reg_weight`` 1e-5, ``gate_dropout`` 0 —
 with learning rate 1e-3 decayed by 0.96 per 50 epochs (MMRec's configuration); the Baby and Sports
@@ -28,6 +28,9 @@ in MGCN.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +39,7 @@ from fitmm.data.dataset import Dataset
 from fitmm.graph.knn import max_pool_graphs
 from fitmm.models.mgcn import MultiViewRecommender, sigmoid_gate
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 
 def attention_query(width: int) -> nn.Sequential:
@@ -45,36 +49,37 @@ def attention_query(width: int) -> nn.Sequential:
 
 @register("smore")
 class SMORE(MultiViewRecommender):
-    def __init__(
-        self,
-        dataset: Dataset,
-        embedding_size: int,
-        n_ui_layers: int,
-        n_ii_layers: int,
-        image_knn_k: int,
-        text_knn_k: int,
-        reg_weight: float,
-        cl_weight: float,
-        gate_dropout: float,
-        freeze_features: bool,
-        mask_placeholders: bool,
-    ) -> None:
-        super().__init__(
-            dataset, embedding_size=embedding_size, n_ui_layers=n_ui_layers, n_ii_layers=n_ii_layers,
-            knn_k={"image": image_knn_k, "text": text_knn_k}, reg_weight=reg_weight, cl_weight=cl_weight,
-            freeze_features=freeze_features, mask_placeholders=mask_placeholders,
-        )
-        self.gate_dropout = gate_dropout
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "width of the ID embeddings and content projections", minimum=1)
+        n_ui_layers: int = setting(3, "LightGCN layers of the behaviour view", minimum=0)
+        n_ii_layers: int = setting(1, "item–item propagations per modality", minimum=0)
+        image_knn_k: int = setting(40, "neighbours per item in the image kNN graph", minimum=1)
+        text_knn_k: int = setting(10, "neighbours per item in the text kNN graph", minimum=1)
+        reg_weight: float = setting(0.00001, "weight of the half squares of the batch embeddings (÷ 2048)",
+                                    minimum=0)
+        cl_weight: float = setting(0.01, "InfoNCE weight", minimum=0)
+        gate_dropout: float = setting(0.0, "dropout on the behaviour preference gates", minimum=0, maximum=1)
+        freeze_features: bool = setting(False, "keep the raw content features constant (the reference "
+                                               "fine-tunes them)")
+        mask_placeholders: bool = setting(True, "items without real content get only a self-loop in the "
+                                                "image and text graphs")
+
+    training_defaults: ClassVar[dict] = {"lr_decay": 0.96}
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
+        super().__init__(dataset, settings, knn_k={"image": settings.image_knn_k, "text": settings.text_knn_k})
+        self.gate_dropout = settings.gate_dropout
         self.register_item_graph("fusion", max_pool_graphs(self.image_graph, self.text_graph))
-        self.image_query = attention_query(embedding_size)
-        self.text_query = attention_query(embedding_size)
-        self.image_purifier = sigmoid_gate(embedding_size)
-        self.text_purifier = sigmoid_gate(embedding_size)
-        self.fusion_purifier = sigmoid_gate(embedding_size)
-        self.image_preference = sigmoid_gate(embedding_size)
-        self.text_preference = sigmoid_gate(embedding_size)
-        self.fusion_preference = sigmoid_gate(embedding_size)
-        n_bins = embedding_size // 2 + 1
+        self.image_query = attention_query(settings.embedding_size)
+        self.text_query = attention_query(settings.embedding_size)
+        self.image_purifier = sigmoid_gate(settings.embedding_size)
+        self.text_purifier = sigmoid_gate(settings.embedding_size)
+        self.fusion_purifier = sigmoid_gate(settings.embedding_size)
+        self.image_preference = sigmoid_gate(settings.embedding_size)
+        self.text_preference = sigmoid_gate(settings.embedding_size)
+        self.fusion_preference = sigmoid_gate(settings.embedding_size)
+        n_bins = settings.embedding_size // 2 + 1
         self.image_filter = nn.Parameter(torch.randn(n_bins, 2))  # (real, imaginary) per frequency bin
         self.text_filter = nn.Parameter(torch.randn(n_bins, 2))
         self.fusion_filter = nn.Parameter(torch.randn(n_bins, 2))

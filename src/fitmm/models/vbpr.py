@@ -1,7 +1,7 @@
 """VBPR: BPR matrix factorisation whose item vectors carry a learned projection of item content.
 
 He and McAuley, "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback", AAAI 2016.
-Implemented as MMRec's variant, which produced the published Amazon numbers (BASELINES.md §5):
+Implemented as MMRec's variant, which produced the published Amazon numbers (docs/baselines.md §5):
 
 - user vector p_u ∈ R^{2d} (Xavier-uniform), item ID factor q_i ∈ R^d (Xavier-uniform);
 - content x_i = [text ; image] (text first, whichever of the two the dataset has), a constant;
@@ -13,7 +13,7 @@ Implemented as MMRec's variant, which produced the published Amazon numbers (BAS
 This is not the paper's model, which has item and global visual bias terms, image features only
 and a squared-L2 penalty [paper, unverified in detail]; that form is not offered.
 
-Defaults (``configs/vbpr.yaml``): d 64 and learning rate 1e-3 from MMRec's configuration;
+Defaults (``VBPR.Settings``): d 64 and learning rate 1e-3 from MMRec's configuration;
 ``reg_weight`` 1.0 — MMRec searches {2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5} and publishes no
 per-dataset value; 1.0 is what public MMRec runs (DA-MRS, KDD 2024) chose on Baby and Sports.
 ``freeze_features: true`` as the reference, which uses the features as constants. Placeholder
@@ -27,14 +27,17 @@ reference projects every item on every batch; the loss is the same).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from fitmm.data.dataset import Dataset
-from fitmm.models.base import Recommender, ScoreFunction, embedding_scorer
+from fitmm.models.base import Recommender
 from fitmm.models.content import available_content, register_features
 from fitmm.models.losses import bpr_loss_eps, plain_norms
 from fitmm.models.registry import register
+from fitmm.settings import setting
 
 CONCATENATION_ORDER = ("text", "image")
 """Order of the modalities in x_i, as in MMRec's VBPR."""
@@ -42,18 +45,26 @@ CONCATENATION_ORDER = ("text", "image")
 
 @register("vbpr")
 class VBPR(Recommender):
-    def __init__(self, dataset: Dataset, embedding_size: int, reg_weight: float, freeze_features: bool) -> None:
+    @dataclass(frozen=True)
+    class Settings:
+        embedding_size: int = setting(64, "d: item ID factor and projected content width (user vector 2d)",
+                                      minimum=1)
+        reg_weight: float = setting(1.0, "weight of the plain norms of the batch's concatenated vectors",
+                                    minimum=0)
+        freeze_features: bool = setting(True, "keep the raw content features constant (as the reference)")
+
+    def __init__(self, dataset: Dataset, settings: Settings) -> None:
         super().__init__(dataset)
-        self.reg_weight = reg_weight
+        self.reg_weight = settings.reg_weight
         content = available_content(dataset, self.registry_name)
         item_content = torch.cat([content[name][0] for name in CONCATENATION_ORDER if name in content], dim=1)
-        register_features(self, "item_content", item_content, trainable=not freeze_features)
+        register_features(self, "item_content", item_content, trainable=not settings.freeze_features)
 
-        self.user_factors = nn.Parameter(torch.empty(self.n_users, 2 * embedding_size))
-        self.item_factors = nn.Parameter(torch.empty(self.n_items, embedding_size))
+        self.user_factors = nn.Parameter(torch.empty(self.n_users, 2 * settings.embedding_size))
+        self.item_factors = nn.Parameter(torch.empty(self.n_items, settings.embedding_size))
         nn.init.xavier_uniform_(self.user_factors)
         nn.init.xavier_uniform_(self.item_factors)
-        self.content_projection = nn.Linear(item_content.shape[1], embedding_size)
+        self.content_projection = nn.Linear(item_content.shape[1], settings.embedding_size)
         nn.init.xavier_normal_(self.content_projection.weight)
         nn.init.zeros_(self.content_projection.bias)
 
@@ -71,5 +82,5 @@ class VBPR(Recommender):
         regulariser = self.reg_weight * plain_norms(u, p, n, divisor=users.shape[0])
         return {"loss": ranking + regulariser, "bpr": ranking, "reg": regulariser}
 
-    def scorer(self) -> ScoreFunction:
-        return embedding_scorer(self.user_factors, self.item_vectors())
+    def score_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.user_factors, self.item_vectors()

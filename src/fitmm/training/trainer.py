@@ -2,18 +2,22 @@
 
 A run directory holds:
 
-- ``result.json``: the PROTOCOL result (metrics at the best epoch, timings, peak RSS, settings);
+- ``run.json``: the run's identity (model, every setting, dataset fingerprint), written first;
+- ``result.json``: the metrics at the best epoch, timings, peak RSS, settings, history;
 - ``best.pt``: the model's weights at the best validation epoch;
-- ``last.pt``: everything needed to resume (model, optimiser, scheduler, random states, history);
+- ``last.pt``: everything needed to resume (model, optimiser, scheduler, random states, history),
+  written before the first epoch and then every ``checkpoint_every`` epochs;
 - ``per_user_{valid,test}.npz``: per-user metrics at the best epoch (for paired significance tests);
 - ``train.log``: the log of the run.
 
-Files are written atomically (to a temporary name, then renamed), so a crash never leaves a
-half-written checkpoint or result.
+Files are written atomically (``fitmm.files``), and every checkpoint carries the run's identity
+(``fitmm.training.checkpoints``), so a crash never leaves a half-written file and a checkpoint of
+another run is never mistaken for this one's.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -28,10 +32,14 @@ import torch
 from tqdm.auto import tqdm
 
 from fitmm.data.dataset import Dataset
-from fitmm.evaluation import EvaluationResult, evaluate
+from fitmm.errors import TrainingDivergedError
+from fitmm.evaluation import EvaluationResult, evaluate, excluded_splits
 from fitmm.files import atomic_write, write_json
 from fitmm.models.base import Recommender
+from fitmm.training.checkpoints import capture_random_states, load_checkpoint, restore_random_states, save_checkpoint
+from fitmm.training.precision import autocast
 from fitmm.training.sampler import NegativeSampler
+from fitmm.training.settings import TrainingSettings
 
 log = logging.getLogger("fitmm.training")
 
@@ -46,6 +54,21 @@ def peak_rss_mb() -> float:
     """The process's peak resident set size so far, in MB (Linux reports KiB, macOS bytes)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024.0 / (1024.0 if os.uname().sysname == "Darwin" else 1.0)
+
+
+def evaluate_model(model: Recommender, dataset: Dataset, split: str, settings: TrainingSettings) -> EvaluationResult:
+    """Full-ranking metrics of ``model`` on ``split`` (valid or test) under the protocol's exclusions."""
+    device = torch.device(settings.device)
+    model.eval()
+    with torch.no_grad():
+        score = model.scorer()
+        return evaluate(
+            lambda users: score(users.to(device)),
+            dataset.evaluation_users(split),
+            dataset.split_matrix(split),
+            [dataset.split_matrix(name) for name in excluded_splits(split, settings.exclude_valid)],
+            batch_size=settings.eval_batch_size,
+        )
 
 
 @dataclass
@@ -63,17 +86,22 @@ class History:
 
 
 class Trainer:
-    """Trains one model on one dataset with one configuration, into ``out_dir``."""
+    """Trains one model on one dataset with one configuration, into ``out_dir``.
 
-    def __init__(self, model: Recommender, dataset: Dataset, config: dict, out_dir: Path,
-                 progress: bool = True) -> None:
+    ``identity`` is the run's identity (``fitmm.training.checkpoints.run_identity``); every
+    checkpoint written carries it and every checkpoint read must match it.
+    """
+
+    def __init__(self, model: Recommender, dataset: Dataset, settings: TrainingSettings, out_dir: Path,
+                 identity: dict, progress: bool = True) -> None:
         self.model = model
         self.dataset = dataset
-        self.config = config
+        self.settings = settings
         self.out_dir = Path(out_dir)
+        self.identity = identity
         self.progress = progress
-        self.device = torch.device(config["device"])
-        self.generator = torch.Generator().manual_seed(config["seed"])
+        self.device = torch.device(settings.device)
+        self.generator = torch.Generator().manual_seed(settings.seed)
         self.history = History()
         self.start_epoch = 0
         self.model.to(self.device)
@@ -81,108 +109,94 @@ class Trainer:
             self.sampler = NegativeSampler(dataset.train, self.generator)
             # fused: one kernel for every parameter (several times faster than the per-tensor loop
             # on CPU, where large fine-tuned feature tables make the step a real cost)
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"], fused=True)
-            decay = config["lr_decay"]
+            self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, fused=True)
+            decay = settings.lr_decay
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, lambda epoch: decay ** (epoch / 50)
             )
 
-    # ----------------------------------------------------------------- evaluation
-    def evaluate(self, split: str) -> EvaluationResult:
-        exclude = [self.dataset.train]
-        if split == "test" and self.config["exclude_valid"]:
-            exclude.append(self.dataset.valid)
-        self.model.eval()
-        with torch.no_grad():
-            score = self.model.scorer()
-            return evaluate(
-                lambda users: score(users.to(self.device)),
-                self.dataset.evaluation_users(split),
-                self.dataset.split_matrix(split),
-                exclude,
-                batch_size=self.config["eval_batch_size"],
-            )
-
     # ----------------------------------------------------------------- checkpoints
     def _save_resumable(self, epoch: int) -> None:
-        state = {
+        """``last.pt`` after ``epoch`` (−1: before the first epoch)."""
+        save_checkpoint(self.out_dir / "last.pt", self.identity, {
             "epoch": epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "numpy_rng": np.random.get_state(),
-            "python_rng": random.getstate(),
+            "random": capture_random_states(self.generator),
             "history": asdict(self.history),
-        }
-        if torch.cuda.is_available():
-            state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        atomic_write(self.out_dir / "last.pt", lambda handle: torch.save(state, handle))
+        })
 
     def resume(self) -> bool:
         """Restore the state of ``last.pt`` if it exists; returns whether it did."""
         path = self.out_dir / "last.pt"
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint(path, self.identity)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        np.random.set_state(state["numpy_rng"])
-        random.setstate(state["python_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_random_states(state["random"], self.generator)
         self.history = History(**state["history"])
         self.start_epoch = state["epoch"] + 1
         log.info("resumed from %s after epoch %d", path, state["epoch"])
         return True
 
-    def _save_best(self) -> None:
-        state = self.model.state_dict()
-        atomic_write(self.out_dir / "best.pt", lambda handle: torch.save(state, handle))
+    def _save_best(self, epoch: int) -> None:
+        save_checkpoint(self.out_dir / "best.pt", self.identity, {"epoch": epoch, "model": self.model.state_dict()})
 
     # ----------------------------------------------------------------- training
+    def step(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor | None
+             ) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch (the loss in the run's precision); returns the loss parts."""
+        users, positives = users.to(self.device), positives.to(self.device)
+        if negatives is not None:
+            negatives = negatives.to(self.device)
+        with autocast(self.settings.precision, self.device.type):
+            parts = self.model.loss(users, positives, negatives)
+        if torch.isfinite(parts["loss"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            self.optimizer.step()
+        return parts
+
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.on_epoch_start(epoch)
         self.model.train()
         totals: dict[str, float] = {}
         n_batches = 0
-        for users, positives, negatives in self.sampler.batches(
-            self.config["batch_size"], self.model.uses_negatives
-        ):
-            users, positives = users.to(self.device), positives.to(self.device)
-            if negatives is not None:
-                negatives = negatives.to(self.device)
-            parts = self.model.loss(users, positives, negatives)
+        for users, positives, negatives in self.sampler.batches(self.settings.batch_size, self.model.uses_negatives):
+            parts = self.step(users, positives, negatives)
             if not torch.isfinite(parts["loss"]):
-                raise FloatingPointError(
-                    f"the training loss became {parts['loss'].item()} at epoch {epoch}; "
-                    "lower learning_rate or check the input features"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            self.optimizer.step()
+                self._diverged(epoch, parts)
             for name, value in parts.items():
                 totals[name] = totals.get(name, 0.0) + float(value.detach())
             n_batches += 1
+        self.model.on_epoch_end(epoch)
         self.scheduler.step()
         return {name: total / n_batches for name, total in totals.items()}
 
+    def _diverged(self, epoch: int, parts: dict[str, torch.Tensor]) -> None:
+        bad = [name for name, value in parts.items() if name != "loss" and not torch.isfinite(value)]
+        term = f"its '{bad[0]}' term is {parts[bad[0]].item()}" if bad else f"it is {parts['loss'].item()}"
+        raise TrainingDivergedError(f"training diverged in epoch {epoch}: the loss is not finite ({term}); "
+                                    "the last checkpoint (last.pt) is kept; lower learning_rate or check the "
+                                    "input features")
+
     def _stopping(self) -> bool:
-        return self.history.epochs_without_improvement > self.config["patience"]
+        return self.history.epochs_without_improvement > self.settings.patience
 
     def fit(self) -> None:
         """Train until early stopping or the epoch limit; keeps the best weights in ``best.pt``."""
         if not self.model.trainable:
             self.history.best_epoch = 0
-            self._save_best()
+            self._save_best(0)
             return
-        metric = self.config["valid_metric"]
+        if self.start_epoch == 0:
+            self._save_resumable(-1)
+        metric = self.settings.valid_metric
         history = self.history
-        epochs = range(self.start_epoch, self.config["epochs"])
+        epochs = range(self.start_epoch, self.settings.epochs)
         bar = tqdm(epochs, desc=f"{self.model.registry_name} on {self.dataset.name}",
                    unit="epoch", disable=not self.progress, dynamic_ncols=True)
         for epoch in bar:
@@ -191,7 +205,11 @@ class Trainer:
             started = time.perf_counter()
             losses = self._train_epoch(epoch)
             trained = time.perf_counter()
-            score = self.evaluate("valid").means()[metric]
+            try:
+                score = evaluate_model(self.model, self.dataset, "valid", self.settings).means()[metric]
+            except FloatingPointError:
+                raise TrainingDivergedError(f"training diverged in epoch {epoch}: the model scores NaN; lower "
+                                            "learning_rate or check the input features") from None
             history.train_seconds.append(trained - started)
             history.eval_seconds.append(time.perf_counter() - trained)
             history.losses.append(losses)
@@ -200,10 +218,10 @@ class Trainer:
             if score > history.best_score:
                 history.best_score, history.best_epoch = score, epoch
                 history.epochs_without_improvement = 0
-                self._save_best()
+                self._save_best(epoch)
             else:
                 history.epochs_without_improvement += 1
-            every = self.config["checkpoint_every"]
+            every = self.settings.checkpoint_every
             if every and (epoch + 1) % every == 0:
                 self._save_resumable(epoch)
             log.info("epoch %d: %s, valid %s %.5f (best %.5f at epoch %d)", epoch,
@@ -213,25 +231,23 @@ class Trainer:
                             best=f"{history.best_score:.4f}@{history.best_epoch}")
         bar.close()
 
-    def load_best(self) -> None:
-        state = torch.load(self.out_dir / "best.pt", map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state)
-
     def result(self) -> dict:
         """Evaluate the best weights on validation and test; write per-user metrics and result.json."""
-        self.load_best()
+        self.model.load_state_dict(load_checkpoint(self.out_dir / "best.pt", self.identity)["model"])
         metrics = {}
         for split in ("valid", "test"):
-            evaluation = self.evaluate(split)
+            evaluation = evaluate_model(self.model, self.dataset, split, self.settings)
             metrics[split] = evaluation.means()
-            np.savez_compressed(self.out_dir / f"per_user_{split}.npz",
-                                users=evaluation.users, **evaluation.per_user)
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, users=evaluation.users, **evaluation.per_user)
+            atomic_write(self.out_dir / f"per_user_{split}.npz", buffer.getvalue())
         history = self.history
         result = {
             "model": self.model.registry_name,
             "dataset": self.dataset.name,
             "dataset_source": self.dataset.source,
-            "seed": self.config["seed"],
+            "dataset_fingerprint": self.identity["dataset"],
+            "seed": self.settings.seed,
             "best_epoch": history.best_epoch,
             "epochs_run": len(history.train_seconds),
             "valid": metrics["valid"],
@@ -239,10 +255,10 @@ class Trainer:
             "train_seconds_per_epoch": history.train_seconds,
             "eval_seconds_per_epoch": history.eval_seconds,
             "peak_rss_mb": peak_rss_mb(),
-            "history": {"loss": history.losses, "valid_" + self.config["valid_metric"]: history.valid_scores,
+            "history": {"loss": history.losses, "valid_" + self.settings.valid_metric: history.valid_scores,
                         "diagnostics": history.diagnostics},
             "diagnostics": self.model.diagnostics(),
-            "config": self.config,
+            "config": self.identity["settings"],
         }
         write_json(self.out_dir / "result.json", result)
         return result

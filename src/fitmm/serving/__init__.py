@@ -1,0 +1,5 @@
+"""Serving: exports of trained runs (plain files) and the HTTP service that answers from them.
+
+Part of the interfaces layer. ``fitmm.serving.app`` and ``fitmm.serving.index`` never import model
+code: a server needs only an export folder (``fitmm.serving.export``).
+"""
