@@ -9,7 +9,8 @@ names the line it is on. Blank lines are skipped; any malformed row stops the ru
 
 Interactions: the columns are named by the caller or found among common names; the Amazon review
 dump (``reviewerID``, ``asin``, ``overall``, ``unixReviewTime``) is recognised by its keys.
-Timestamps are numbers (e.g. Unix seconds) or ISO-8601 dates (naive ones taken as UTC).
+Timestamps are numbers (e.g. Unix seconds) or ISO-8601 dates (naive ones taken as UTC; a final
+``Z`` means UTC on every supported Python).
 
 Item metadata: CSV/TSV or JSON-lines records with an item ID column and text fields, or a JSON
 document that gives each item's text directly: a list of strings (the string at index i is the
@@ -145,6 +146,15 @@ def item_text(record: dict, text_fields: Sequence[str]) -> str:
             text = ", ".join(pieces)
             parts.append(text if text.endswith((".", "!", "?")) else text + ".")
     return " ".join(parts)
+
+
+def replace_utc_designator(text: str) -> str:
+    """An ISO-8601 date's final ``Z`` (or ``z``, "UTC") written as ``+00:00``.
+
+    :meth:`datetime.fromisoformat` reads ``Z`` only from Python 3.11 on; ``+00:00`` it reads on
+    every Python fitmm supports.
+    """
+    return text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
 
 
 def _flatten(value) -> Iterator[str]:
@@ -387,7 +397,7 @@ def _timestamp(path: Path, line: int, name: str, value) -> float:
         except InputError:
             pass
         try:
-            moment = datetime.fromisoformat(value.strip())
+            moment = datetime.fromisoformat(replace_utc_designator(value.strip()))
         except ValueError:
             raise InputError(f"{path}: line {line}: {name} {_shown(value)} is neither a number "
                              "nor an ISO-8601 date") from None
