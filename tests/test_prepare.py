@@ -423,7 +423,17 @@ def test_item_text_joining_rule():
               "description": ["Warm!", "Soft"], "price": 3}
     assert item_text(record, ("title", "brand", "categories", "description", "price")) == \
         "Blanket. Baby, Nursery. Warm!, Soft. 3."
-    assert item_text({"title": "  "}, ("title",)) == ""
+    assert item_text({"title": "  ", "brand": ""}, ("title", "brand")) == ""
+
+
+def test_item_text_of_one_field_is_its_value_as_given():
+    assert item_text({"description": " Warm and soft "}, ("description",)) == " Warm and soft "
+    assert item_text({"title": "  "}, ("title",)) == "  "  # blank: no text, never encoded
+    assert item_text({"title": "x"}, ("description",)) == ""
+    # a value that is not a string is made into text as with several fields
+    assert item_text({"categories": [["Baby", " Nursery "], ["Baby"]]}, ("categories",)) == \
+        "Baby, Nursery."
+    assert item_text({"price": 3}, ("price",)) == "3."
 
 
 def test_ready_texts_json_list_and_object(tmp_path):

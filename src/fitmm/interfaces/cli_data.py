@@ -9,6 +9,13 @@ from pathlib import Path
 from fitmm.errors import InputError, ParameterError
 
 _NONE = "none"
+_TEXT_RULE = ("With one field, a string value is the item's text exactly as given (not stripped, "
+              "no final '.'). With several fields, or a one-field value that is a number, list "
+              "or object: each field's value is flattened (nested lists and objects in order), "
+              "its pieces stripped, empty and repeated pieces dropped, the rest joined with ', ' "
+              "and ended with '.' unless it ends in '.', '!' or '?'; the field texts are joined "
+              "with a space. An item without text gets a zero row and a False mask; a JSON "
+              "list/object of ready texts is used as given.")
 _OUT_RULE = ("a new or empty folder, or an earlier output of this command (it holds {manifest}, "
              "which lists the files the command wrote: only those are replaced or removed, and "
              "the feature cache makes a rerun encode only what is missing)")
@@ -77,8 +84,8 @@ def _add_content_options(command: argparse.ArgumentParser) -> None:
 
     command.add_argument("--text-fields", type=_field_list, default=DEFAULT_TEXT_FIELDS,
                          metavar="FIELD,FIELD,...",
-                         help=f"metadata fields joined into the item text "
-                              f"(default {','.join(DEFAULT_TEXT_FIELDS)})")
+                         help=f"metadata fields that make the item text (default "
+                              f"{','.join(DEFAULT_TEXT_FIELDS)}). {_TEXT_RULE}")
     command.add_argument("--item-id-col", metavar="NAME", help="item ID column of the metadata")
     command.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, metavar="MODEL",
                          help=f"sentence-transformers model name or path (default "

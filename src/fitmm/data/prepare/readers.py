@@ -15,10 +15,14 @@ Timestamps are numbers (e.g. Unix seconds) or ISO-8601 dates (naive ones taken a
 Item metadata: CSV/TSV or JSON-lines records with an item ID column and text fields, or a JSON
 document that gives each item's text directly: a list of strings (the string at index i is the
 text of raw item ID ``"i"``) or an object mapping raw item ID → string (the text fields are then
-not used). The text of a record (:func:`item_text`): for each chosen field in order, its value
-flattened (nested lists and objects in order, numbers as written), each piece stripped, empty and
-repeated pieces dropped, pieces joined with ", "; each non-empty field text gets a final "."
-unless it already ends in ".", "!" or "?"; field texts are joined with a space.
+not used). The text of a record (:func:`item_text`):
+
+* One text field: a string value is the text exactly as given (not stripped, no final "."); any
+  other value (a number, a list, an object) is made into text as with several fields.
+* Several text fields: for each field in order, its value flattened (nested lists and objects in
+  order, numbers as written), each piece stripped, empty and repeated pieces dropped, pieces
+  joined with ", "; each non-empty field text gets a final "." unless it already ends in ".",
+  "!" or "?"; the field texts are joined with a space.
 
 An item with no text (no record, or a blank text) gets a zero feature row and ``text_mask``
 False; a blank text is never encoded.
@@ -138,6 +142,8 @@ def read_item_texts(path: Path, *, item_id_col: str | None,
 
 def item_text(record: dict, text_fields: Sequence[str]) -> str:
     """The text of one metadata record from its ``text_fields`` (the rule: module docstring)."""
+    if len(text_fields) == 1 and isinstance(record.get(text_fields[0]), str):
+        return record[text_fields[0]]
     parts = []
     for name in text_fields:
         pieces = list(dict.fromkeys(p for p in (piece.strip() for piece in
