@@ -277,9 +277,17 @@ def test_output_that_is_a_file_names_the_flag(tmp_path, capsys):
 # True line numbers
 
 
-def _bytes_with_bad_line(header: bytes, row, bad_line: int, n_lines: int) -> bytes:
-    """A file whose line ``bad_line`` holds a byte that is not UTF-8; the others are fine."""
-    lines = [header] + [row(number) for number in range(2, n_lines + 1)]
+# Lines of 20-odd bytes with multi-byte characters: a decoder reading ahead in blocks would be
+# thousands of bytes past the bad byte when it fails.
+CSV_LINES = (b"user_id,item_id,review\n", b"u%d,i%d,\xc3\xa9t\xc3\xa9\n")
+JSON_LINES = (b'{"user_id": "u0", "item_id": "i0", "review": "\xc3\xa9t\xc3\xa9"}\n',
+              b'{"user_id": "u%d", "item_id": "i%d", "review": "\xc3\xa9t\xc3\xa9"}\n')
+
+
+def _bytes_with_bad_line(header: bytes, row: bytes, bad_line: int, n_lines: int) -> bytes:
+    """Rows from the ``row`` template after ``header``; line ``bad_line`` holds a byte that is
+    not UTF-8 (its first "u" becomes 0xFF)."""
+    lines = [header] + [row % (number % 7, number % 5) for number in range(2, n_lines + 1)]
     lines[bad_line - 1] = lines[bad_line - 1].replace(b"u", b"\xff", 1)
     return b"".join(lines)
 
@@ -288,13 +296,7 @@ def _bytes_with_bad_line(header: bytes, row, bad_line: int, n_lines: int) -> byt
                                   "ratings.jsonl.gz"])
 def test_a_bad_byte_far_into_a_file_names_its_line(tmp_path, capsys, name):
     _, items, _ = _catalogue(tmp_path / "raw")
-    if ".csv" in name:
-        header, row = b"user_id,item_id,review\n", lambda n: b"u%d,i%d,\xc3\xa9t\xc3\xa9 %d\n" % (
-            n % 7, n % 5, n)
-    else:
-        header = b'{"user_id": "u0", "item_id": "i0", "review": "\xc3\xa9t\xc3\xa9"}\n'
-        row = lambda n: b'{"user_id": "u%d", "item_id": "i%d", "review": "\xc3\xa9t\xc3\xa9"}\n' % (  # noqa: E731
-            n % 7, n % 5)
+    header, row = CSV_LINES if ".csv" in name else JSON_LINES
     content = _bytes_with_bad_line(header, row, bad_line=5000, n_lines=6000)
     path = tmp_path / name
     path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)

@@ -113,13 +113,11 @@ def prepare_dataset(*, interactions: Path, out: Path, items: Path | None = None,
     x_label = split_labels(split, clean.users, timestamps, seed)
 
     folder.start({
-        "interactions": str(Path(interactions).resolve()),
-        "items": None if items is None else str(Path(items).resolve()),
-        "images": None if images is None else str(images.resolve()), "k_core": k_core,
-        "min_rating": min_rating, "split": split, "seed": seed, "text_fields": list(text_fields),
-        "user_col": user_col, "item_col": item_col, "rating_col": rating_col,
-        "time_col": time_col, "item_id_col": item_id_col, **_encoder_names(text_encoder,
-                                                                            image_encoder)})
+        "interactions": _resolved(interactions), "items": _resolved(items),
+        "images": _resolved(images), "k_core": k_core, "min_rating": min_rating, "split": split,
+        "seed": seed, "text_fields": list(text_fields), "user_col": user_col,
+        "item_col": item_col, "rating_col": rating_col, "time_col": time_col,
+        "item_id_col": item_id_col, **_encoder_names(text_encoder, image_encoder)})
     columns = {"userID": clean.users, "itemID": clean.items}
     if table.ratings is not None:
         columns["rating"] = table.ratings[clean.rows]
@@ -172,10 +170,8 @@ def encode_new_items(*, items: Path, out: Path, images: Path | None = None,
     _, raw_item_ids = encode_raw_ids(list(texts_by_id))
 
     folder.start({
-        "items": str(Path(items).resolve()),
-        "images": None if images is None else str(images.resolve()),
-        "text_fields": list(text_fields), "item_id_col": item_id_col,
-        **_encoder_names(text_encoder, image_encoder)})
+        "items": _resolved(items), "images": _resolved(images), "text_fields": list(text_fields),
+        "item_id_col": item_id_col, **_encoder_names(text_encoder, image_encoder)})
     write_id_mapping(out / "i_id_mapping.csv", raw_item_ids, "itemID")
     report = NewItemsReport(out=out, n_items=len(raw_item_ids))
     _write_features(report, out, raw_item_ids, texts_by_id, text_encoder, images, image_encoder,
@@ -207,6 +203,11 @@ def _encoder_names(text_encoder: TextEncoder | None,
                    image_encoder: ImageEncoder | None) -> dict[str, str | None]:
     return {"text_encoder": None if text_encoder is None else text_encoder.name,
             "image_encoder": None if image_encoder is None else image_encoder.name}
+
+
+def _resolved(path: Path | None) -> str | None:
+    """An input path as the manifest records it: absolute, or None when not given."""
+    return None if path is None else str(Path(path).resolve())
 
 
 def _check_batch_size(batch_size: int) -> None:
