@@ -246,22 +246,23 @@ class _PhysicalLines:
 
     def __iter__(self) -> Iterator[str]:
         handle = _open_bytes(self.path)
+        encoding = "utf-8-sig"  # the first line may start with a byte-order mark
         try:
             with handle:
-                for block in handle:
-                    for raw in block.splitlines(keepends=True):
+                for block in handle:  # up to and including a \n
+                    for raw in block.splitlines(keepends=True) if b"\r" in block else (block,):
                         self.number += 1
-                        yield self._decode(raw)
+                        try:
+                            text = raw.decode(encoding)
+                        except UnicodeDecodeError as error:
+                            raise InputError(f"{self.path}: line {self.number}: not UTF-8 text "
+                                             f"({error.reason} at byte {error.start + 1} of the "
+                                             "line)") from None
+                        encoding = "utf-8"
+                        yield text
         except (OSError, EOFError, zlib.error) as error:
             raise InputError(f"{self.path}: line {self.number + 1}: cannot be read ({error})"
                              ) from None
-
-    def _decode(self, raw: bytes) -> str:
-        try:
-            return raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
-        except UnicodeDecodeError as error:
-            raise InputError(f"{self.path}: line {self.number}: not UTF-8 text ({error.reason} "
-                             f"at byte {error.start + 1} of the line)") from None
 
 
 def _first_nonblank_line(path: Path) -> str:
