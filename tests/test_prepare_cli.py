@@ -271,6 +271,9 @@ def test_output_that_is_a_file_names_the_flag(tmp_path, capsys):
     assert _one_error_line(capsys) == f"--out {occupied}: not a folder"
     assert main(["data", "encode", "--items", str(items), "--out", str(occupied)]) == 2
     assert _one_error_line(capsys) == f"--out {occupied}: not a folder"
+    assert _prepare(interactions, items, occupied / "inside", "--image-encoder", "none") == 2
+    assert _one_error_line(capsys) == (f"--out {occupied / 'inside'}: the folder cannot be made "
+                                       "(Not a directory)")
 
 
 # ------------------------------------------------------------------------------------------

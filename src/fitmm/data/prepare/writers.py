@@ -59,7 +59,10 @@ class OutputFolder:
     def start(self, settings: dict) -> None:
         """Create the folder, remove the files of the earlier run that this run does not write,
         and write the manifest (command, ``settings``, files)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise self._refusal(f"the folder cannot be made ({error.strerror})") from None
         for name in sorted(self._listed - set(self.files)):
             stale = self.path / name
             if Path(name).name == name and stale.is_file():
