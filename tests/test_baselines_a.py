@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_rows
 
 import fitmm
-from conftest import small_rows
 from fitmm.data.dataset import Dataset, Modality
 from fitmm.errors import InputError
 from fitmm.graph.adjacency import row_normalized_with_self_loops

@@ -10,8 +10,8 @@ from fitmm.graph.bottleneck import (
     band_allocation_gains,
     band_capacity_penalty,
     band_ib_lagrangian,
-    separation_snr,
     gate_ib_surrogate,
+    separation_snr,
 )
 
 GATE = torch.tensor([[1.5, 0.8, 1.0], [2.0, 1.2, 0.6]], dtype=torch.float64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import write_inter
+
 from fitmm.data import load_dataset
 from fitmm.graph.adjacency import symmetric_normalized
 from fitmm.models.lightgcn import LightGCN

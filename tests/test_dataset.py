@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import small_rows, write_inter
+
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_rows, write_inter
 
 import fitmm
-from conftest import small_rows, write_inter
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
 from fitmm.models.fitmm import _pairwise_cosine_gaps, _unit_rows

@@ -28,7 +28,7 @@ from fitmm.data.prepare import (
     read_interactions,
     read_item_texts,
 )
-from fitmm.data.splits import holdout_sizes
+from fitmm.data.prepare.splitting import holdout_sizes
 from fitmm.errors import InputError
 from fitmm.interfaces.cli_data import add_data_commands
 
@@ -206,7 +206,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
                         image_encoder=FakeImageEncoder(), text_fields=("title",))
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()})
     assert sorted(outputs[0]) == ["i_id_mapping.csv", "image_feat.npy", "image_mask.npy",
-                                  "shop.inter", "text_feat.npy", "text_mask.npy",
+                                  "prepare.json", "shop.inter", "text_feat.npy", "text_mask.npy",
                                   "u_id_mapping.csv"]
     assert outputs[0] == outputs[1]
     assert outputs[0]["shop.inter"] != outputs[2]["shop.inter"]
@@ -423,7 +423,17 @@ def test_item_text_joining_rule():
               "description": ["Warm!", "Soft"], "price": 3}
     assert item_text(record, ("title", "brand", "categories", "description", "price")) == \
         "Blanket. Baby, Nursery. Warm!, Soft. 3."
-    assert item_text({"title": "  "}, ("title",)) == ""
+    assert item_text({"title": "  ", "brand": ""}, ("title", "brand")) == ""
+
+
+def test_item_text_of_one_field_is_its_value_as_given():
+    assert item_text({"description": " Warm and soft "}, ("description",)) == " Warm and soft "
+    assert item_text({"title": "  "}, ("title",)) == "  "  # blank: no text, never encoded
+    assert item_text({"title": "x"}, ("description",)) == ""
+    # a value that is not a string is made into text as with several fields
+    assert item_text({"categories": [["Baby", " Nursery "], ["Baby"]]}, ("categories",)) == \
+        "Baby, Nursery."
+    assert item_text({"price": 3}, ("price",)) == "3."
 
 
 def test_ready_texts_json_list_and_object(tmp_path):
@@ -463,7 +473,7 @@ def test_missing_column_errors(tmp_path):
     assert "r.csv" in message and "no user column" in message
     message = _error(lambda: _prepare_ids_only(tmp_path, path, user_col="person",
                                                item_col="item"))
-    assert "missing column 'item'" in message and "--item-col" in message
+    assert message.startswith("item_col 'item': no such column in ") and "r.csv" in message
 
 
 def test_malformed_lines_error_with_line_number(tmp_path):
@@ -495,7 +505,7 @@ def test_other_bad_inputs(tmp_path):
     odd = _write(tmp_path / "r.xlsx", "x")
     assert "unsupported file type" in _error(lambda: _prepare_ids_only(tmp_path, odd))
     no_rating = _write(tmp_path / "nr.csv", "user_id,item_id\na,b\n")
-    assert "--min-rating needs a rating column" in _error(
+    assert "rating_col None: a minimum rating needs a rating column" in _error(
         lambda: _prepare_ids_only(tmp_path, no_rating, min_rating=3))
     assert "needs a timestamp column" in _error(
         lambda: _prepare_ids_only(tmp_path, no_rating, split="user-temporal"))
@@ -505,7 +515,7 @@ def test_other_bad_inputs(tmp_path):
     metadata = _write(tmp_path / "m.csv", "item_id,title\ni1,a\ni1,b\n")
     assert "m.csv: line 3: item ID 'i1' appears again (first on line 2)" in _error(
         lambda: read_item_texts(metadata, item_id_col=None, text_fields=("title",)))
-    assert "none of the text fields body" in _error(
+    assert "text_fields ('body',): none of these fields occurs in" in _error(
         lambda: read_item_texts(_write(tmp_path / "m2.csv", "item_id,title\ni1,a\n"),
                                 item_id_col=None, text_fields=("body",)))
 

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from fitmm.data.splits import (
+from fitmm.data.prepare.splitting import (
     global_temporal_split,
     holdout_sizes,
     mmrec_random_split,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from conftest import small_rows, write_inter
+
 from fitmm.interfaces.cli import main
 
 

@@ -160,10 +160,15 @@ class Dataset:
         }
 
 
+MAX_UNUSED_IDS = 1_000_000
+"""Most user (or item) IDs below the largest one that may have no row: the IDs number users and
+items from 0, and every ID up to the largest costs memory."""
+
+
 def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Parse a ``.inter`` file strictly; return user, item and label arrays."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = _checked_rows(path, csv.reader(handle, delimiter="\t"))
         try:
             header = next(reader)
         except StopIteration:
@@ -173,7 +178,7 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if missing:
             raise InputError(
                 f"{path}, line 1: missing column(s) {', '.join(missing)} "
-                f"(header has: {', '.join(header)}; columns must be tab-separated)"
+                f"(header has: {', '.join(map(repr, header))}; columns must be tab-separated)"
             )
         positions = [header.index(name) for name in REQUIRED_COLUMNS]
         rows = []
@@ -192,7 +197,7 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                     value = int(text)
                 except ValueError:
                     raise InputError(
-                        f"{path}, line {line_number}: {name} '{text}' is not an integer"
+                        f"{path}, line {line_number}: {name} {text!r} is not an integer"
                     ) from None
                 if value < 0:
                     raise InputError(f"{path}, line {line_number}: {name} {value} is negative")
@@ -204,8 +209,25 @@ def _read_inter(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             rows.append(values)
     if not rows:
         raise InputError(f"{path}: no interactions after the header")
+    for column, name in enumerate(REQUIRED_COLUMNS[:2]):
+        ids = {row[column] for row in rows}
+        if max(ids) + 1 - len(ids) > MAX_UNUSED_IDS:
+            raise InputError(f"{path}: {max(ids) + 1 - len(ids):,} of the {name}s 0..{max(ids):,} "
+                             f"have no row (at most {MAX_UNUSED_IDS:,} may be unused); number "
+                             "users and items from 0")
     table = np.asarray(rows, dtype=np.int64)
     return table[:, 0], table[:, 1], table[:, 2]
+
+
+def _checked_rows(path: Path, reader):
+    """The rows of a ``csv.reader``, its faults (text that is not UTF-8, a malformed field)
+    raised as one-line InputErrors."""
+    try:
+        yield from reader
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    except csv.Error as error:
+        raise InputError(f"{path}, line {reader.line_num}: {error}") from None
 
 
 def _read_modality(folder: Path, name: str, n_items: int, row_count_source: str) -> Modality | None:

@@ -4,16 +4,15 @@ A cache folder belongs to one encoder (``<dataset>/.feature_cache/<modality>-<en
 holds shards ``shard-*.npz``, each with ``keys`` (``(n, 32)`` uint8: SHA-256 digests) and
 ``features`` (``(n, dim)`` float32). An item's key is the digest of the encoder name and the
 item's content (the text's UTF-8 bytes or the image file's bytes), so an edited text or a
-replaced image is encoded again while everything unchanged is reused. Each shard is written to a
-temporary name and renamed into place, so an interrupted run leaves only complete shards and a
-rerun encodes only what is still missing. A shard that cannot be read is ignored (its items are
+replaced image is encoded again while everything unchanged is reused. Each shard is written with
+:func:`fitmm.files.atomic_write`, so an interrupted run leaves only complete shards and a rerun
+encodes only what is still missing. A shard that cannot be read is ignored (its items are
 encoded again).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import uuid
 import zipfile
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from fitmm.files import atomic_write
 
 KEY_BYTES = 32
 
@@ -73,10 +74,8 @@ class FeatureCache:
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES)
         features = np.ascontiguousarray(features, dtype=np.float32)
         name = f"shard-{len(list(self.folder.glob('shard-*.npz'))):06d}-{uuid.uuid4().hex[:8]}.npz"
-        partial = self.folder / f".{name}.partial"
-        with open(partial, "wb") as handle:
-            np.savez(handle, keys=key_array, features=features)
-        os.replace(partial, self.folder / name)
+        atomic_write(self.folder / name,
+                     lambda handle: np.savez(handle, keys=key_array, features=features))
         for key, row in zip(keys, features):
             self._rows[key] = row
 

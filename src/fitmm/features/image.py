@@ -27,7 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fitmm.errors import InputError, MissingExtraError
+from fitmm.errors import InputError, MissingExtraError, ParameterError
 from fitmm.features.cache import EncodedFeatures, FeatureCache, content_key, encode_with_cache
 
 DEFAULT_IMAGE_ENCODER = "efficientnet-lite0"
@@ -144,8 +144,8 @@ class TorchvisionEncoder:
             try:
                 weights = torchvision.models.get_model_weights(self.model_name).DEFAULT
             except ValueError as error:
-                raise InputError(f"--image-encoder {self.name}: unknown torchvision model "
-                                 f"({error})") from error
+                raise ParameterError("image_encoder", self.name,
+                                     f"unknown torchvision model ({error})") from error
             model = torchvision.models.get_model(self.model_name, weights=weights)
             for head in ("fc", "classifier", "heads", "head"):
                 if hasattr(model, head):
@@ -178,13 +178,13 @@ class TorchvisionEncoder:
 
 
 def load_image_encoder(name: str) -> ImageEncoder:
-    """``efficientnet-lite0`` (default) or ``torchvision:NAME``; raises InputError otherwise."""
+    """``efficientnet-lite0`` (default) or ``torchvision:NAME``; raises ParameterError otherwise."""
     if name == DEFAULT_IMAGE_ENCODER:
         return EfficientNetLite0Encoder()
     if name.startswith("torchvision:") and name.split(":", 1)[1]:
         return TorchvisionEncoder(name.split(":", 1)[1])
-    raise InputError(f"--image-encoder {name!r}: unknown image encoder "
-                     f"(use {DEFAULT_IMAGE_ENCODER} or torchvision:MODEL_NAME)")
+    raise ParameterError("image_encoder", name, f"unknown image encoder (use "
+                                                f"{DEFAULT_IMAGE_ENCODER} or torchvision:MODEL_NAME)")
 
 
 def find_item_images(folder: Path, raw_item_ids: Sequence[str]) -> list[Path | None]:

@@ -6,7 +6,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fitmm.errors import InputError, ParameterError
+
 _NONE = "none"
+_TEXT_RULE = ("With one field, a string value is the item's text exactly as given (not stripped, "
+              "no final '.'). With several fields, or a one-field value that is a number, list "
+              "or object: each field's value is flattened (nested lists and objects in order), "
+              "its pieces stripped, empty and repeated pieces dropped, the rest joined with ', ' "
+              "and ended with '.' unless it ends in '.', '!' or '?'; the field texts are joined "
+              "with a space. An item without text gets a zero row and a False mask; a JSON "
+              "list/object of ready texts is used as given.")
+_OUT_RULE = ("a new or empty folder, or an earlier output of this command (it holds {manifest}, "
+             "which lists the files the command wrote: only those are replaced or removed, and "
+             "the feature cache makes a rerun encode only what is missing)")
 
 
 def add_data_commands(subparsers) -> None:
@@ -30,7 +42,8 @@ def add_data_commands(subparsers) -> None:
     prepare.add_argument("--images", type=Path, metavar="DIR",
                          help="folder of <raw item id>.<jpg|jpeg|png|webp> images")
     prepare.add_argument("--out", required=True, type=Path, metavar="DATASET_DIR",
-                         help="output dataset folder; its name names the .inter file")
+                         help="output dataset folder, whose name names the .inter file: "
+                              + _OUT_RULE.format(manifest="prepare.json"))
     prepare.add_argument("--k-core", type=int, default=5, metavar="K",
                          help="minimum interactions per user and per item (default 5; 0 = off)")
     prepare.add_argument("--min-rating", type=float, metavar="R",
@@ -58,7 +71,8 @@ def add_data_commands(subparsers) -> None:
                         help="metadata of the new items (CSV/TSV/JSON lines), or a JSON list/object of texts")
     encode.add_argument("--images", type=Path, metavar="DIR",
                         help="folder of <raw item id>.<jpg|jpeg|png|webp> images")
-    encode.add_argument("--out", required=True, type=Path, metavar="OUT_DIR", help="output folder")
+    encode.add_argument("--out", required=True, type=Path, metavar="OUT_DIR",
+                        help="output folder: " + _OUT_RULE.format(manifest="encode.json"))
     _add_content_options(encode)
     encode.set_defaults(func=_encode)
 
@@ -70,8 +84,8 @@ def _add_content_options(command: argparse.ArgumentParser) -> None:
 
     command.add_argument("--text-fields", type=_field_list, default=DEFAULT_TEXT_FIELDS,
                          metavar="FIELD,FIELD,...",
-                         help=f"metadata fields joined into the item text "
-                              f"(default {','.join(DEFAULT_TEXT_FIELDS)})")
+                         help=f"metadata fields that make the item text (default "
+                              f"{','.join(DEFAULT_TEXT_FIELDS)}). {_TEXT_RULE}")
     command.add_argument("--item-id-col", metavar="NAME", help="item ID column of the metadata")
     command.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER, metavar="MODEL",
                          help=f"sentence-transformers model name or path (default "
@@ -91,17 +105,30 @@ def _field_list(text: str) -> tuple[str, ...]:
     return fields
 
 
+def _flag_error(error: ParameterError) -> InputError:
+    """The library's error about a parameter (``k_core -1: ...``), naming the flag instead
+    (``--k-core -1: ...``)."""
+    flag = "--" + error.parameter.replace("_", "-")
+    if error.value is None:
+        return InputError(f"{flag}: {error.problem}")
+    value = ",".join(error.value) if isinstance(error.value, tuple) else str(error.value)
+    return InputError(f"{flag} {value if value.isprintable() else repr(value)}: {error.problem}")
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from fitmm.data.prepare import prepare_dataset
 
-    report = prepare_dataset(
-        interactions=args.interactions, out=args.out, items=args.items, images=args.images,
-        k_core=args.k_core, min_rating=args.min_rating, split=args.split, seed=args.seed,
-        text_fields=args.text_fields, user_col=args.user_col, item_col=args.item_col,
-        rating_col=args.rating_col, time_col=args.time_col, item_id_col=args.item_id_col,
-        text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
-        image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
-        batch_size=args.batch_size, progress=True)
+    try:
+        report = prepare_dataset(
+            interactions=args.interactions, out=args.out, items=args.items, images=args.images,
+            k_core=args.k_core, min_rating=args.min_rating, split=args.split, seed=args.seed,
+            text_fields=args.text_fields, user_col=args.user_col, item_col=args.item_col,
+            rating_col=args.rating_col, time_col=args.time_col, item_id_col=args.item_id_col,
+            text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
+            image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
+            batch_size=args.batch_size, progress=True)
+    except ParameterError as error:
+        raise _flag_error(error) from None
     print(report.summary())
     return 0
 
@@ -109,11 +136,14 @@ def _prepare(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace) -> int:
     from fitmm.data.prepare import encode_new_items
 
-    report = encode_new_items(
-        items=args.items, out=args.out, images=args.images, text_fields=args.text_fields,
-        item_id_col=args.item_id_col,
-        text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
-        image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
-        batch_size=args.batch_size, progress=True)
+    try:
+        report = encode_new_items(
+            items=args.items, out=args.out, images=args.images, text_fields=args.text_fields,
+            item_id_col=args.item_id_col,
+            text_encoder=None if args.text_encoder == _NONE else args.text_encoder,
+            image_encoder=None if args.image_encoder == _NONE else args.image_encoder,
+            batch_size=args.batch_size, progress=True)
+    except ParameterError as error:
+        raise _flag_error(error) from None
     print(report.summary())
     return 0

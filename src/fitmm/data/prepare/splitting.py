@@ -15,15 +15,45 @@ Per-user hold-out sizes (used by both per-user splits) for a user with ``n`` int
 
 Within a user the rows are put in an order (random or by time) and the held-out rows are the
 *last* ones of that order: the first ``n - m`` rows are train, then validation, then test.
+
+``fitmm data prepare`` splits the cleaned rows (sorted by user and item) with the split named by
+``--split``: ``random`` (:func:`mmrec_random_split`, seeded by ``--seed``), ``user-temporal``
+(:func:`user_temporal_split`) or ``global-temporal`` (:func:`global_temporal_split`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fitmm.errors import InputError
+from fitmm.errors import InputError, ParameterError
 
 TRAIN, VALID, TEST = 0, 1, 2
+SPLIT_NAMES = ("train", "valid", "test")  # the x_label values 0, 1, 2 in order
+SPLITS = ("random", "user-temporal", "global-temporal")
+DEFAULT_SEED = 999
+
+
+def check_split(split: str) -> None:
+    """Raise :class:`ParameterError` unless ``split`` is one of :data:`SPLITS`."""
+    if split not in SPLITS:
+        raise ParameterError("split", split, f"unknown split (choose from {', '.join(SPLITS)})")
+
+
+def split_labels(split: str, users: np.ndarray, timestamps: np.ndarray | None,
+                 seed: int) -> np.ndarray:
+    """``x_label`` of each row by the split named ``split`` (one of :data:`SPLITS`; the temporal
+    ones need ``timestamps``, the random one uses ``seed``)."""
+    check_split(split)
+    if split == "random":
+        return mmrec_random_split(users, seed)
+    if split == "user-temporal":
+        return user_temporal_split(users, timestamps)
+    return global_temporal_split(timestamps)
+
+
+def split_sizes(x_label: np.ndarray) -> dict[str, int]:
+    """Rows per split: ``{"train": n, "valid": n, "test": n}``."""
+    return {name: int((x_label == label).sum()) for label, name in enumerate(SPLIT_NAMES)}
 
 
 def holdout_sizes(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
