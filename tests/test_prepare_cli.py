@@ -117,6 +117,16 @@ def test_a_hidden_file_makes_a_folder_non_empty(tmp_path, capsys):
     assert "choose an empty or new folder" in _one_error_line(capsys)
 
 
+def test_a_folder_with_only_a_moved_feature_cache_is_used_and_its_cache_reused(tmp_path, capsys):
+    interactions, items, _ = _catalogue(tmp_path / "raw")
+    assert _prepare(interactions, items, tmp_path / "first", "--image-encoder", "none") == 0
+    capsys.readouterr()
+    (tmp_path / "second").mkdir()
+    (tmp_path / "first" / ".feature_cache").rename(tmp_path / "second" / ".feature_cache")
+    assert _prepare(interactions, items, tmp_path / "second", "--image-encoder", "none") == 0
+    assert "encoded 0, from cache" in capsys.readouterr().out
+
+
 def test_an_empty_existing_folder_is_used(tmp_path, capsys):
     interactions, items, _ = _catalogue(tmp_path / "raw")
     out = tmp_path / "ds"

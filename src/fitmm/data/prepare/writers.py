@@ -11,7 +11,8 @@ data encode``), which records the command, its settings and the files it writes.
 an earlier manifest lists are ever replaced or removed (a run without images removes the earlier
 run's ``image_feat.npy``/``image_mask.npy`` because the manifest lists them); any other file is
 left alone, and a file to be written that exists but is not listed stops the run. The feature
-cache (``.feature_cache/``) only ever gains shards. All of this is checked before anything is
+cache (``.feature_cache/``) only ever gains shards; a folder holding nothing but one (moved there
+to reuse it) counts as empty. All of this is checked before anything is
 written, and the manifest is written before any other file, so the folder of an interrupted run
 is still the command's own and a rerun resumes it.
 """
@@ -76,8 +77,8 @@ class OutputFolder:
             return set()
         if not self.path.is_dir():
             raise self._refusal("not a folder")
-        try:
-            empty = next(self.path.iterdir(), None) is None
+        try:  # a folder with nothing but a feature cache (moved in to reuse it) counts as empty
+            empty = all(entry.name == FEATURE_CACHE_DIR for entry in self.path.iterdir())
         except OSError as error:
             raise self._refusal(f"the folder cannot be read ({error.strerror})") from None
         if empty:
