@@ -221,6 +221,13 @@ def test_every_error_is_json_with_a_reason(client, method, path, kwargs, status,
         assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}
 
 
+def test_a_large_request_over_the_time_limit_gets_503(export):
+    with TestClient(create_app(ServeConfig(str(export), "exact", Limits(timeout_seconds=1e-9)))) as slow:
+        response = slow.post("/recommend", json={"users": [str(user) for user in range(1, 101)], "k": 20})
+        assert response.status_code == 503 and "not answered within" in response.json()["error"]
+        assert slow.get("/recommend", params={"user": "1"}).status_code == 200  # small requests are answered inline
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(query=st.lists(st.tuples(st.sampled_from(["user", "items", "k", "exclude", "ids", "other", "item"]),
                                 st.text(max_size=12)), max_size=5),

@@ -37,9 +37,12 @@ class EvaluationResult:
 
 
 def _rows_and_columns(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    block = matrix[rows]
-    row_index = np.repeat(np.arange(len(rows)), np.diff(block.indptr))
-    return torch.from_numpy(row_index), torch.from_numpy(block.indices.astype(np.int64))
+    """(position in ``rows``, column) of every entry of those rows of a CSR matrix, read straight
+    from its index arrays (no sub-matrix is built)."""
+    starts, lengths = matrix.indptr[rows], np.diff(matrix.indptr)[rows]
+    row_index = np.repeat(np.arange(len(rows)), lengths)
+    entries = np.arange(int(lengths.sum())) + np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+    return torch.from_numpy(row_index), torch.from_numpy(matrix.indices[entries].astype(np.int64))
 
 
 def rank_excluding(scores: torch.Tensor, rows: np.ndarray, exclude: Sequence[sp.csr_matrix],

@@ -82,6 +82,7 @@ def _bind(host: str, port: int) -> socket.socket:
 def _serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
+        from uvicorn.supervisors import Multiprocess
 
         from fitmm.serving.app import CONFIG_VARIABLE, Limits, ServeConfig, create_app
     except ImportError:
@@ -106,15 +107,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"serving {model} from {config.export} ({args.index} index, {args.workers} worker"
               f"{'s' if args.workers > 1 else ''}) on http://{host}:{port}/ — try /recommend?user=ID&k=20, /docs; "
               "Ctrl-C stops", flush=True)
-        if args.workers == 1:
-            uvicorn.run(app, fd=listener.fileno(), log_level="warning", access_log=False)
-        else:
-            os.environ[CONFIG_VARIABLE] = config.to_json()
-            metrics_dir = Path(scratch) / "metrics"
-            metrics_dir.mkdir()
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-            uvicorn.run("fitmm.serving.app:create_app", factory=True, fd=listener.fileno(), workers=args.workers,
-                        log_level="warning", access_log=False)
+        # the server gets the listening socket itself (uvicorn's fd= would take it for a Unix socket and
+        # leave Nagle's algorithm on, which stalls every response by the peer's delayed ACK)
+        try:
+            if args.workers == 1:
+                uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[listener])
+            else:
+                os.environ[CONFIG_VARIABLE] = config.to_json()
+                metrics_dir = Path(scratch) / "metrics"
+                metrics_dir.mkdir()
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+                settings = uvicorn.Config("fitmm.serving.app:create_app", factory=True, workers=args.workers,
+                                          log_level="warning", access_log=False)
+                Multiprocess(settings, sockets=[listener]).run()
+        except KeyboardInterrupt:  # uvicorn shuts down gracefully on Ctrl-C, then passes the signal on
+            pass
     print("server stopped", file=sys.stderr)
     return 0
 

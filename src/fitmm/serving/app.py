@@ -11,8 +11,9 @@ Endpoints (JSON in and out; raw IDs of the catalogue unless ``ids=internal``):
 - ``GET /docs`` (OpenAPI), ``GET /metrics`` (Prometheus: requests by route and status, latency).
 
 Every error is JSON ``{"error": "..."}``: 400 bad value, 404 unknown ID or path, 405 wrong method
-(with ``Allow``), 413 body or request too large, 422 malformed request, 503 over time. Limits
-(:class:`Limits`) bound every request; repeated users or items in one request are answered once.
+(with ``Allow``), 413 body or request too large, 422 malformed request, 503 a request about more
+than ``INLINE_SIZE`` users not answered within the time limit. Limits (:class:`Limits`) bound every
+request; repeated users or items in one request are answered once.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from fitmm.serving.export import load_export
 from fitmm.serving.index import ExactIndex, HnswIndex, Retriever
 
 CONFIG_VARIABLE = "FITMM_SERVE_CONFIG"
+INLINE_SIZE = 8
+"""Requests about at most this many users (well under a millisecond of work) are answered in the
+event loop; larger ones in a worker thread, under the time limit."""
 
 
 @dataclass(frozen=True)
@@ -254,7 +258,12 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                   description="Top-k recommendations of a trained fitmm run, by the catalogue's own IDs.")
     app.state.service = service
 
-    async def answer(compute, *arguments):
+    async def answer(size: int, compute, *arguments):
+        """``compute(*arguments)`` for a request about ``size`` users or items: small ones right here
+        (a thread hand-off would cost more than the answer), larger ones in a worker thread under
+        the time limit."""
+        if size <= INLINE_SIZE:
+            return compute(*arguments)
         try:
             return await asyncio.wait_for(run_in_threadpool(compute, *arguments), config.limits.timeout_seconds)
         except asyncio.TimeoutError:
@@ -290,7 +299,8 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                             ids: str = Query(default="raw", description="raw (default) or internal")):
         internal = _ids_kind(ids)
         seeds = None if items is None else [_id_list([items])]
-        return await answer(service.recommend, _id_list(user), seeds, k, exclude, internal)
+        users = _id_list(user)
+        return await answer(len(users) or 1, service.recommend, users, seeds, k, exclude, internal)
 
     @app.post("/recommend", summary="Top-k items of many users (JSON body)")
     async def recommend_post(body: dict = Body(..., examples=[{"users": ["1", "2"], "k": 20}])):
@@ -305,13 +315,13 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
         if not isinstance(k, int) or isinstance(k, bool) or not isinstance(exclude, str):
             return JSONResponse({"error": "k must be an integer and exclude a string"}, status_code=422)
         seeds = None if items is None else [[str(item) for item in entry] for entry in items]
-        return await answer(service.recommend, list(dict.fromkeys(str(user) for user in users)), seeds, k, exclude,
-                            _ids_kind(ids))
+        users = list(dict.fromkeys(str(user) for user in users))
+        return await answer(len(users) + len(seeds or ()), service.recommend, users, seeds, k, exclude, _ids_kind(ids))
 
     @app.get("/similar-items", summary="Items whose vectors are most similar (cosine) to one item")
     async def similar_items(item: str = Query(..., description="item ID"), k: int = Query(default=10),
                             ids: str = Query(default="raw", description="raw (default) or internal")):
-        return await answer(service.similar, item, k, _ids_kind(ids))
+        return await answer(1, service.similar, item, k, _ids_kind(ids))
 
     @app.get("/health", summary="The process is up")
     async def health():

@@ -72,10 +72,12 @@ class ExactIndex:
     def __init__(self, item_vectors: np.ndarray) -> None:
         self.item_vectors = item_vectors
 
-    def search(self, queries: np.ndarray, excluded: sp.csr_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per query row: (item indices, scores) best first, at most k, none of its excluded items."""
+    def search(self, queries: np.ndarray, excluded: sp.csr_matrix, rows: np.ndarray,
+               k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per query: (item indices, scores) best first, at most k, none of the items in its row of
+        ``excluded`` (query q's row is ``rows[q]``)."""
         scores = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32) @ self.item_vectors.T)
-        ranked, values, lengths = rank_excluding(scores, np.arange(len(queries)), [excluded], k)
+        ranked, values, lengths = rank_excluding(scores, rows, [excluded], k)
         return [(ranked[row, :length].numpy(), values[row, :length].numpy())
                 for row, length in enumerate(lengths.tolist())]
 
@@ -92,12 +94,13 @@ class HnswIndex:
         self.index = build_hnsw(item_vectors, parameters)
         self.ef_search = parameters["ef_search"]
 
-    def search(self, queries: np.ndarray, excluded: sp.csr_matrix, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def search(self, queries: np.ndarray, excluded: sp.csr_matrix, rows: np.ndarray,
+               k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         augmented = np.ascontiguousarray(np.hstack([queries, np.zeros((len(queries), 1), np.float32)]))
-        for row in range(len(queries)):
-            skipped = excluded.indices[excluded.indptr[row]:excluded.indptr[row + 1]].astype(np.int64)
+        for row, excluded_row in enumerate(rows):
+            skipped = excluded.indices[excluded.indptr[excluded_row]:excluded.indptr[excluded_row + 1]].astype(np.int64)
             parameters = self.faiss.SearchParametersHNSW()
             parameters.efSearch = max(self.ef_search, k)
             if skipped.size:
@@ -124,14 +127,15 @@ class Retriever:
 
     def for_users(self, users: np.ndarray, k: int, exclude_train: bool) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k of known users (internal IDs)."""
-        excluded = self.train_items[users] if exclude_train else csr_rows([np.zeros(0)] * len(users),
-                                                                          self.train_items.shape[1])
-        return self.index.search(self.user_vectors[users], excluded, k)
+        if exclude_train:
+            return self.index.search(self.user_vectors[users], self.train_items, users, k)
+        nothing = csr_rows([np.zeros(0, dtype=np.int64)], self.train_items.shape[1])
+        return self.index.search(self.user_vectors[users], nothing, np.zeros(len(users), dtype=np.int64), k)
 
     def for_new_users(self, seeds: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Top-k of new users given by the items they interacted with (internal IDs), those items excluded."""
         queries = fold_in(self.item_vectors, seeds)
-        return self.index.search(queries, csr_rows(seeds, self.train_items.shape[1]), k)
+        return self.index.search(queries, csr_rows(seeds, self.train_items.shape[1]), np.arange(len(seeds)), k)
 
     def similar_items(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k items whose vectors are most cosine-similar to ``item``'s, itself excluded."""
