@@ -65,7 +65,8 @@ def band_bases(grams: Tensor, n_bands: int, *, gap_eps: float = DEFAULT_GAP_EPS)
     ``weighted_band_sum`` do.
     """
     sizes = band_sizes(grams.shape[-1], n_bands)
-    band_of_direction = torch.repeat_interleave(torch.arange(n_bands), torch.tensor(sizes)).to(grams.device)
+    band_of_direction = torch.tensor([band for band, size in enumerate(sizes) for _ in range(size)],
+                                     device=grams.device)
     return _SubspaceEigenvectors.apply(grams, band_of_direction, gap_eps)
 
 

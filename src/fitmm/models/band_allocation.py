@@ -47,7 +47,8 @@ class BandAllocation(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.register_buffer("total", torch.zeros(n_bands, 1 + n_modalities, dtype=torch.float64))
         self.register_buffer("total_squares", torch.zeros(n_bands, 1 + n_modalities, dtype=torch.float64))
-        self.register_buffer("shutting", torch.tensor(False))
+        self.register_buffer("open", torch.ones(n_bands))  # the shut-off mask of the current epoch
+        self.penalising = False  # whether the current epoch has an SNR to penalise with (set per epoch)
 
     @property
     def measured(self) -> bool:
@@ -55,10 +56,18 @@ class BandAllocation(nn.Module):
         return bool(torch.isfinite(self.snr).all())
 
     def start_epoch(self, epoch: int) -> None:
+        """Reset the statistics and fix this epoch's penalty and open bands (read once here, so that
+        a training step never waits for the device)."""
         self.count.zero_()
         self.total.zero_()
         self.total_squares.zero_()
-        self.shutting.fill_(epoch >= self.warmup_epochs and self.measured)
+        self.penalising = self.measured
+        self.open.fill_(1.0)
+        if epoch >= self.warmup_epochs and self.penalising:
+            snr = self.band_snr()
+            is_open = band_allocation_gains(snr, self.beta, 1.0) > 0
+            is_open[torch.argmax(snr)] = True  # never shut every band
+            self.open.copy_(is_open)
 
     def observe(self, positive: Tensor, negative: Tensor) -> None:
         """Accumulate a batch's band score contributions, (B, M, modalities) for positives and their negatives."""
@@ -79,19 +88,10 @@ class BandAllocation(nn.Module):
         """(M,) the SNR of each band's whole score."""
         return self.snr[:, 0]
 
-    def open_bands(self) -> Tensor:
-        """(M,) 1 for the bands in use, 0 for those shut off."""
-        if not bool(self.shutting):
-            return torch.ones(self.snr.shape[0], dtype=torch.float32, device=self.snr.device)
-        snr = self.band_snr()
-        is_open = band_allocation_gains(snr, self.beta, 1.0) > 0
-        is_open[torch.argmax(snr)] = True  # never shut every band
-        return is_open.to(torch.float32)
-
     def forward(self, gains: list[tuple[Tensor, Tensor | float]]) -> Tensor:
         """The Lagrangian I(X;T) − β·I(T;Y) of every (effective gains (r, M), maximum gain) given, each
         summed over bands and averaged over rows; 0 before the first SNR exists."""
-        if not self.measured:
+        if not self.penalising:
             return torch.zeros((), device=self.snr.device)
         snr = self.band_snr().to(torch.float32)
         return sum(band_ib_lagrangian(values, snr, self.beta, max_gain).sum(-1).mean() for values, max_gain in gains)

@@ -324,7 +324,7 @@ class FITMM(Recommender):
         """1 for the bands in use, 0 for those the band-allocation IB has shut off."""
         if self.allocation is None:
             return torch.ones_like(self.band_logit)
-        return self.allocation.open_bands().to(self.band_logit)
+        return self.allocation.open
 
     def _sides(self, user_rows: torch.Tensor | None = None, item_rows: torch.Tensor | None = None,
                with_bands: bool = True) -> Sides:

@@ -118,7 +118,8 @@ class FREEDOM(Recommender):
         item_nodes = items + self.n_users
         indices = torch.stack([torch.cat([users, item_nodes]), torch.cat([item_nodes, users])])
         n_nodes = self.n_users + self.n_items
-        graph = torch.sparse_coo_tensor(indices, torch.cat([values, values]), (n_nodes, n_nodes), check_invariants=False)
+        graph = torch.sparse_coo_tensor(indices, torch.cat([values, values]), (n_nodes, n_nodes),
+                                        check_invariants=False, device=indices.device)
         return graph.coalesce().to_sparse_csr()
 
     def on_epoch_start(self, epoch: int) -> None:

@@ -154,31 +154,33 @@ class Trainer:
             negatives = negatives.to(self.device)
         with autocast(self.settings.precision, self.device.type):
             parts = self.model.loss(users, positives, negatives)
-        if torch.isfinite(parts["loss"]):
-            self.optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        self.optimizer.step()
         return parts
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch; the loss parts are summed on the model's device and read once at its end (a
+        training step never waits for the device), which is where a non-finite loss is caught."""
         self.model.on_epoch_start(epoch)
         self.model.train()
-        totals: dict[str, float] = {}
+        totals: dict[str, torch.Tensor] = {}
         n_batches = 0
         for users, positives, negatives in self.sampler.batches(self.settings.batch_size, self.model.uses_negatives):
             parts = self.step(users, positives, negatives)
-            if not torch.isfinite(parts["loss"]):
-                self._diverged(epoch, parts)
             for name, value in parts.items():
-                totals[name] = totals.get(name, 0.0) + float(value.detach())
+                totals[name] = totals.get(name, 0.0) + value.detach().double()
             n_batches += 1
+        means = {name: float(total) / n_batches for name, total in totals.items()}
+        if not math.isfinite(means["loss"]):
+            self._diverged(epoch, means)
         self.model.on_epoch_end(epoch)
         self.scheduler.step()
-        return {name: total / n_batches for name, total in totals.items()}
+        return means
 
-    def _diverged(self, epoch: int, parts: dict[str, torch.Tensor]) -> None:
-        bad = [name for name, value in parts.items() if name != "loss" and not torch.isfinite(value)]
-        term = f"its '{bad[0]}' term is {parts[bad[0]].item()}" if bad else f"it is {parts['loss'].item()}"
+    def _diverged(self, epoch: int, means: dict[str, float]) -> None:
+        bad = [name for name, value in means.items() if name != "loss" and not math.isfinite(value)]
+        term = f"its '{bad[0]}' term is {means[bad[0]]}" if bad else f"it is {means['loss']}"
         raise TrainingDivergedError(f"training diverged in epoch {epoch}: the loss is not finite ({term}); "
                                     "the last checkpoint (last.pt) is kept; lower learning_rate or check the "
                                     "input features")
