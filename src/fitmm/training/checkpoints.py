@@ -38,6 +38,9 @@ def identity_difference(expected: dict, found: dict) -> str | None:
     None when they are the same run."""
     if expected == found:
         return None
+    if not isinstance(found, dict) or not isinstance(found.get("settings"), dict) or \
+            not isinstance(found.get("dataset"), dict) or "model" not in found:
+        return "its identity is missing or unreadable"
     if expected["model"] != found["model"]:
         return f"model {found['model']} in it, {expected['model']} here"
     changed = [key for key in sorted(set(expected["settings"]) | set(found["settings"]))

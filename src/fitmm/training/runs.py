@@ -329,9 +329,13 @@ def load_run(directory: str | Path, *, allow_data_change: bool = False) -> Train
         raise InputError(f"--run {directory}: no result.json (not a finished fitmm run directory)")
     result = _read_json(directory / "result.json")
     missing = [key for key in ("model", "dataset", "config", "dataset_fingerprint") if key not in result]
-    if missing:
-        raise InputError(f"{directory / 'result.json'}: not a result of this fitmm version (no {missing[0]})")
-    settings = resolve_settings(result["model"], overrides=result["config"])
+    fingerprint = result.get("dataset_fingerprint")
+    if missing or not isinstance(result["config"], dict) or not isinstance(fingerprint, dict) \
+            or not isinstance(fingerprint.get("files"), dict) or not {"users", "items"} <= set(fingerprint):
+        raise InputError(f"{directory / 'result.json'}: not a result of this fitmm version "
+                         f"({'no ' + missing[0] if missing else 'malformed settings or dataset fingerprint'})")
+    settings = resolve_settings(result["model"], overrides=result["config"],
+                                overrides_source=str(directory / "result.json"))
     dataset = load_dataset(result.get("dataset_source") or result["dataset"])
     data_changed = fingerprint_difference(result["dataset_fingerprint"], dataset.fingerprint)
     if data_changed and not allow_data_change:
