@@ -22,9 +22,10 @@ epoch timed batches, so that they see the machine's load of the moment; their me
 epochs are compared with the median epoch. Peak RSS is read after the first epoch, before the
 floor's and the parts' own tensors exist.
 
-ml100k uses its real features. The Amazon sets (baby, sports, clothing from ../shared/data) have
-no features here: random 4096-d image and 384-d text features are made up FOR TIMING ONLY and the
-JSON labels them so; they say nothing about accuracy.
+ml100k and dataset folders given by path (e.g. datasets/ml1m) use their real features. The Amazon
+sets (baby, sports, clothing from ../shared/data) have no features here: random 4096-d image and
+384-d text features are made up FOR TIMING ONLY and the JSON labels them so; they say nothing about
+accuracy.
 
 Every model is measured in each precision of ``--precisions`` (default fp32,bf16), each in its own
 process.
@@ -66,8 +67,10 @@ MADE_UP_WIDTHS = {"image": 4096, "text": 384}
 
 
 def load(name: str):
-    if name == "ml100k":
-        return load_dataset("ml100k"), False
+    """A dataset to time: the built-in ml100k or a dataset folder by path (their own features), or an
+    Amazon set of ../shared/data by name (with made-up features)."""
+    if name == "ml100k" or Path(name).is_dir():
+        return load_dataset(name), False
     data = load_dataset(SHARED / name)
     generator = np.random.default_rng(0)
     data.modalities = {

@@ -20,16 +20,22 @@ def top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of the k best items per row, best first; equal scores rank the lower item ID first.
 
     ``torch.topk`` alone does not fix which of several equal scores it keeps, nor their order.
-    Where no tie straddles the k-th place its set is right; in the rows where one does, the set is
-    rebuilt: every item above the k-th value, plus the lowest-ID items equal to it until k are
-    taken. Each set is then sorted stably by descending score from ascending item ID.
+    Where no tie straddles the k-th place its set is right; in the rows where one does (the
+    (k+1)-th best score equals the k-th), the set is rebuilt: every item above the k-th value, plus
+    the lowest-ID items equal to it until k are taken. Each set is then sorted stably by descending
+    score from ascending item ID.
     """
     k = min(k, scores.shape[1])
-    values, indices = torch.topk(scores, k, dim=1)
+    deeper = min(k + 1, scores.shape[1])
+    values, indices = torch.topk(scores, deeper, dim=1)
+    if deeper > k:
+        straddling = values[:, k] == values[:, k - 1]
+        values, indices = values[:, :k], indices[:, :k]
+    else:
+        straddling = torch.zeros(values.shape[0], dtype=torch.bool, device=values.device)
     candidates = torch.sort(indices, dim=1).values
     threshold = values[:, -1:]
     n_equal_in_top = (values == threshold).sum(dim=1)
-    straddling = torch.count_nonzero(scores == threshold, dim=1) > n_equal_in_top
     if straddling.any():
         rows = straddling.nonzero().squeeze(1)
         tied_scores, tied_threshold = scores[rows], threshold[rows]

@@ -258,16 +258,17 @@ def create_app(config: ServeConfig | None = None) -> FastAPI:
                   description="Top-k recommendations of a trained fitmm run, by the catalogue's own IDs.")
     app.state.service = service
 
-    async def answer(size: int, compute, *arguments):
+    async def answer(size: int, compute, *arguments) -> JSONResponse:
         """``compute(*arguments)`` for a request about ``size`` users or items: small ones right here
         (a thread hand-off would cost more than the answer), larger ones in a worker thread under
-        the time limit."""
+        the time limit. The answer is plain JSON data, sent as it is (no re-encoding pass)."""
         if size <= INLINE_SIZE:
-            return compute(*arguments)
+            return JSONResponse(compute(*arguments))
         try:
-            return await asyncio.wait_for(run_in_threadpool(compute, *arguments), config.limits.timeout_seconds)
+            body = await asyncio.wait_for(run_in_threadpool(compute, *arguments), config.limits.timeout_seconds)
         except asyncio.TimeoutError:
             raise RequestProblem(503, f"not answered within {config.limits.timeout_seconds} s") from None
+        return JSONResponse(body)
 
     @app.exception_handler(RequestProblem)
     async def problem(request: Request, error: RequestProblem):

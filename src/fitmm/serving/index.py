@@ -78,8 +78,8 @@ class ExactIndex:
         ``excluded`` (query q's row is ``rows[q]``)."""
         scores = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32) @ self.item_vectors.T)
         ranked, values, lengths = rank_excluding(scores, rows, [excluded], k)
-        return [(ranked[row, :length].numpy(), values[row, :length].numpy())
-                for row, length in enumerate(lengths.tolist())]
+        ranked, values = ranked.numpy(), values.numpy()
+        return [(ranked[row, :length], values[row, :length]) for row, length in enumerate(lengths.tolist())]
 
 
 class HnswIndex:
