@@ -288,7 +288,7 @@ def markdown_table(report: dict) -> str:
             floor = f"{row['epoch_over_floor']:.2f}× ({row['floor_epoch_seconds']:.1f} s)"
             bf16_floor = f"{row['floor_bf16_epoch_seconds'] / row['floor_epoch_seconds']:.2f}×"
             required = f"{row['floor_and_required_over_floor']:.2f}×"
-        settings = "".join(f" {key}={value}" for key, value in row.get("settings", {}).items())
+        settings = "".join(f" {key}={value}" for key, value in row.get("settings", {}).items() if key != "precision")
         lines.append(f"| {row['dataset']} | {row['users']:,} × {row['items']:,} | {row['train_interactions']:,} | "
                      f"{row['features']} | `{row['model']}`{settings} | {row['precision']} | {epoch} | "
                      f"{row['peak_rss_mb']:,.0f} | {floor} | {bf16_floor} | {required} |")
