@@ -218,6 +218,10 @@ def _corrupt(target: str):
     (("serve", "--run", "{run}", "--port", "70000"), None, "between 1 and 65535"),
     (("serve", "--run", "{run}", "--port", "http"), None, "between 1 and 65535"),
     (("train", "--model", "nope"), None, "unknown model 'nope'"),
+    (("tune", "--model", "mf", "--epochs", "1", "--out", "{file}"), None, "--out {file}: cannot be a folder"),
+    (("report", "{run}", "--out", "{file}"), None, "cannot be a folder"),
+    (("report", "{run}"), _corrupt("result.json"), "result.json: not valid JSON"),
+    (("compare", "{run}", "{missing}"), None, "no result.json (not a finished fitmm run or tune directory)"),
     (("models", "nope"), None, "unknown model 'nope'"),
 ])
 def test_plausible_mistakes_get_one_line_and_exit_2(capsys, folder, tmp_path, command, prepare, message):
@@ -228,6 +232,7 @@ def test_plausible_mistakes_get_one_line_and_exit_2(capsys, folder, tmp_path, co
     (tmp_path / "file").write_text("not a folder")
     values = {"run": str(run), "file": str(tmp_path / "file"), "missing": str(tmp_path / "missing")}
     args = [part.format(**values) for part in command]
+    message = message.format(**values)
     if args[0] == "train" and "--out" not in args:
         args += ["--out", str(tmp_path / "other")]
     if args[0] == "train" and "--model" not in args:

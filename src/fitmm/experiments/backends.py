@@ -78,6 +78,16 @@ def run_trial(request: TrialRequest) -> str | None:
     return None
 
 
+def output_folder(path: str | Path, option: str = "--out") -> Path:
+    """``path`` made an existing folder (absolute) for a tune's or suite's files, or one line why not."""
+    folder = Path(path).resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{option} {path}: cannot be a folder ({error.strerror})") from None
+    return folder
+
+
 def is_finished(request: TrialRequest) -> bool:
     return Path(request.directory, "result.json").exists()
 

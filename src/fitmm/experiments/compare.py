@@ -10,7 +10,6 @@ seeds on each run's mean test metric is reported too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
@@ -21,6 +20,7 @@ from scipy import stats
 
 from fitmm.errors import InputError
 from fitmm.experiments.summary import LEGACY_WARNING, format_settings
+from fitmm.files import read_json
 
 COMPARED_METRICS = ("recall@20", "ndcg@20")
 DEFAULT_ALPHA = 0.05
@@ -41,7 +41,7 @@ class RunGroup:
 
 
 def _tune_trials(directory: Path) -> tuple[list[Path], str]:
-    summary = json.loads((directory / "summary.json").read_text())
+    summary = read_json(directory / "summary.json")
     chosen = summary["chosen"]
     if chosen is None:
         raise InputError(f"{directory}: the tune chose no configuration (no configuration has every seed finished)")
@@ -69,7 +69,7 @@ def load_group(spec: str) -> RunGroup:
         for needed in ("result.json", "per_user_test.npz"):
             if not (directory / needed).exists():
                 raise InputError(f"{directory}: no {needed} (not a finished fitmm run or tune directory)")
-        results.append(json.loads((directory / "result.json").read_text()))
+        results.append(read_json(directory / "result.json"))
     seeds = [result["seed"] for result in results]
     repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
     if repeated:

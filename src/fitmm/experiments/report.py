@@ -13,7 +13,6 @@ the configurations and the validation curves of every trial.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from fitmm.errors import InputError, MissingExtraError
+from fitmm.experiments.backends import output_folder
 from fitmm.experiments.tune import summary_markdown
+from fitmm.files import read_json
 
 DIAGNOSTIC_TITLES = {  # key → (picture title, name of one entry of a list value)
     "band_energy_share": ("Band energy share per epoch", "band"),
@@ -197,7 +198,7 @@ def _tune_pictures(directory: Path, summary: dict, out: Path) -> list[tuple[str,
     colours = {record["id"]: f"C{index % 10}" for index, record in enumerate(records)}
     for record in records:
         for number, trial in enumerate(record["trials"]):
-            result = json.loads((directory / trial["directory"] / "result.json").read_text())
+            result = read_json(directory / trial["directory"] / "result.json")
             curve = result.get("history", {}).get(f"valid_{metric}") or []
             panel.plot(curve, color=colours[record["id"]], linewidth=1, label=record["id"] if number == 0 else None)
     _epoch_axis(panel, None)
@@ -214,12 +215,12 @@ def write_report(directory: str | Path, out: str | Path | None = None) -> Path:
     directory = Path(directory)
     out = Path(out) if out is not None else directory / "report"
     if (directory / "result.json").exists():
-        result = json.loads((directory / "result.json").read_text())
-        out.mkdir(parents=True, exist_ok=True)
+        result = read_json(directory / "result.json")
+        out = output_folder(out)
         markdown = _run_markdown(result, _run_pictures(result, out))
     elif (directory / "summary.json").exists():
-        summary = json.loads((directory / "summary.json").read_text())
-        out.mkdir(parents=True, exist_ok=True)
+        summary = read_json(directory / "summary.json")
+        out = output_folder(out)
         pictures = _tune_pictures(directory, summary, out)
         markdown = "\n".join([summary_markdown(summary), "## Pictures", ""]
                               + [f"![{title}]({name})\n" for title, name in pictures])

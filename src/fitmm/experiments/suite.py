@@ -31,9 +31,16 @@ from pathlib import Path
 
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
-from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest, is_finished, run_pending
+from fitmm.experiments.backends import (
+    LocalBackend,
+    TrialBackend,
+    TrialRequest,
+    is_finished,
+    output_folder,
+    run_pending,
+)
 from fitmm.experiments.summary import TABLE_METRICS, format_settings, format_statistic, mean_std
-from fitmm.files import atomic_write
+from fitmm.files import atomic_write, read_json
 from fitmm.training.settings import read_config_file, resolve_settings
 
 
@@ -97,7 +104,7 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
     """
     data = load_dataset(suite.dataset)
     dataset_key = data.source or data.name
-    out = Path(out).resolve()
+    out = output_folder(out)
     requests, selection = {}, {}
     for variant in suite.variants:
         training = resolve_settings(variant.model, overrides=variant.settings).training
@@ -113,7 +120,7 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
     errors = run_pending(ordered, backend or LocalBackend(), progress=progress, desc=suite.title) if train else {}
     rows = []
     for variant in suite.variants:
-        results = [json.loads(Path(r.directory, "result.json").read_text())
+        results = [read_json(Path(r.directory, "result.json"))
                    for r in requests[variant.name] if is_finished(r)]
         metric = selection[variant.name]
         row = {"name": variant.name, "model": variant.model, "settings": variant.settings,
@@ -130,7 +137,6 @@ def run_suite(suite: Suite, out: str | Path, backend: TrialBackend | None = None
         rows.append(row)
     summary = {"title": suite.title, "dataset": data.name, "seeds": suite.seeds, "note": suite.note, "rows": rows,
                "appendices": [_appendix(path) for path in suite.appendices]}
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     return summary
 

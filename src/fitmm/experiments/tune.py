@@ -26,7 +26,7 @@ import yaml
 
 from fitmm.data import load_dataset
 from fitmm.errors import InputError
-from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest, run_pending
+from fitmm.experiments.backends import LocalBackend, TrialBackend, TrialRequest, output_folder, run_pending
 from fitmm.experiments.summary import (
     LEGACY_WARNING,
     STD_DEFINITION,
@@ -35,7 +35,7 @@ from fitmm.experiments.summary import (
     format_statistic,
     metric_statistics,
 )
-from fitmm.files import atomic_write
+from fitmm.files import atomic_write, read_json
 from fitmm.training.settings import check_known, load_settings_yaml, resolve_settings
 
 log = logging.getLogger("fitmm.experiments")
@@ -156,18 +156,19 @@ def tune(
 
     data = load_dataset(dataset)
     dataset_key = data.source or data.name  # what a worker loads, wherever its working directory is
-    out = Path(out).resolve()
     configurations: list[Configuration] = []
-    requests: list[TrialRequest] = []
+    devices: list[str] = []
     selection_metric = resolve_settings(model, None, settings).training.valid_metric
     for searched in grid_points(grid, random_count, search_seed):
         trial_settings = {**settings, **searched}
-        # every value checked before any training
-        device = resolve_settings(model, None, trial_settings, overrides_source="--grid/--set").training.device
-        configuration = Configuration(configuration_id(model, dataset_key, trial_settings), searched, trial_settings)
-        configurations.append(configuration)
-        requests += [TrialRequest(model, dataset_key, str(out / trial_directory(configuration.id, seed)),
-                                  seed, trial_settings, device) for seed in seeds]
+        # every value checked before any training or any file is made
+        devices.append(resolve_settings(model, None, trial_settings, overrides_source="--grid/--set").training.device)
+        configurations.append(Configuration(configuration_id(model, dataset_key, trial_settings), searched,
+                                            trial_settings))
+    out = output_folder(out)
+    requests = [TrialRequest(model, dataset_key, str(out / trial_directory(configuration.id, seed)), seed,
+                             configuration.settings, device)
+                for configuration, device in zip(configurations, devices) for seed in seeds]
 
     backend = backend or LocalBackend()
     finished = sum(Path(request.directory, "result.json").exists() for request in requests)
@@ -183,7 +184,6 @@ def tune(
     }
     summary = summarise(model, data.name, search, configurations, out, errors, legacy_test_selection,
                         selection_metric)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     atomic_write(out / "summary.md", summary_markdown(summary))
     return TuneRun(summary, skipped=finished, ran=len(requests) - finished, backend=backend.description)
@@ -206,7 +206,7 @@ def summarise(model: str, dataset_name: str, search: dict, configurations: list[
                 failed.append({"id": configuration.id, "seed": seed, "directory": relative,
                                "error": errors.get(str(out / relative), "no result.json")})
                 continue
-            result = json.loads(result_path.read_text())
+            result = read_json(result_path)
             results.append(result)
             trials.append({"seed": seed, "directory": relative, "best_epoch": result["best_epoch"],
                            "epochs_run": result["epochs_run"],

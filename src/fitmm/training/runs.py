@@ -14,7 +14,6 @@ weights through :func:`fitmm.evaluation.rank_excluding`, the one ranking-with-ex
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import tempfile
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from fitmm.data import Dataset, NewItems, load_dataset
 from fitmm.data.fingerprint import fingerprint_difference
 from fitmm.errors import InputError
 from fitmm.evaluation import EvaluationResult, excluded_splits, rank_excluding
-from fitmm.files import write_json
+from fitmm.files import read_json, write_json
 from fitmm.models import Recommender, get_model_class
 from fitmm.retrieval import NEW_ITEM_NEIGHBOURS, fold_in, new_item_weights
 from fitmm.training.checkpoints import identity_difference, load_checkpoint, run_identity
@@ -65,19 +64,6 @@ def _run_log(out_dir: Path):
         handler.close()
 
 
-def _read_json(path: Path) -> dict:
-    """A run file's JSON object; unreadable or malformed content is an InputError naming the file."""
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError(f"{path}: not valid JSON (truncated or corrupt)") from None
-    if not isinstance(content, dict):
-        raise InputError(f"{path}: not a fitmm run file (expected a JSON object)")
-    return content
-
-
 def _claim_directory(out_dir: Path, identity: dict, *, resume: bool, overwrite: bool) -> None:
     """Make ``out_dir`` this run's directory, or refuse (module docstring: one run per directory)."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -98,7 +84,7 @@ def _claim_directory(out_dir: Path, identity: dict, *, resume: bool, overwrite: 
         if not run_file.exists():
             raise InputError(f"--out {out_dir}: holds run files ({', '.join(present)}) but no run.json, so it "
                              "cannot be resumed; replace them with --overwrite")
-        difference = identity_difference(identity, _read_json(run_file).get("identity") or {})
+        difference = identity_difference(identity, read_json(run_file).get("identity") or {})
         if difference is not None:
             raise InputError(f"--out {out_dir}: holds another run, which --resume cannot continue ({difference}); "
                              "use another directory or --overwrite")
@@ -327,7 +313,7 @@ def load_run(directory: str | Path, *, allow_data_change: bool = False) -> Train
         raise InputError(f"--run {directory}: no such run directory")
     if not (directory / "result.json").exists():
         raise InputError(f"--run {directory}: no result.json (not a finished fitmm run directory)")
-    result = _read_json(directory / "result.json")
+    result = read_json(directory / "result.json")
     missing = [key for key in ("model", "dataset", "config", "dataset_fingerprint") if key not in result]
     fingerprint = result.get("dataset_fingerprint")
     if missing or not isinstance(result["config"], dict) or not isinstance(fingerprint, dict) \
