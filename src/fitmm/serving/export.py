@@ -130,7 +130,6 @@ def export_run(run: TrainedRun, out: str | Path, *, ann: dict | None = DEFAULT_H
 class Export:
     """An export read back: memory-mapped vectors, raw IDs and training items."""
 
-    folder: Path
     manifest: dict
     user_vectors: np.ndarray
     item_vectors: np.ndarray
@@ -195,4 +194,4 @@ def load_export(folder: str | Path) -> Export:
                               shape=(users.shape[0], items.shape[0]))
     except (OSError, ValueError, KeyError) as error:
         raise InputError(f"{train_path}: not a readable list of training items ({type(error).__name__})") from None
-    return Export(folder, manifest, users, items, user_ids, item_ids, train)
+    return Export(manifest, users, items, user_ids, item_ids, train)

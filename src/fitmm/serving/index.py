@@ -67,8 +67,6 @@ def csr_rows(lists: list[np.ndarray], n_columns: int) -> sp.csr_matrix:
 class ExactIndex:
     """Scores every item for every query: the model's own ranking."""
 
-    kind = "exact"
-
     def __init__(self, item_vectors: np.ndarray) -> None:
         self.item_vectors = item_vectors
 
@@ -85,8 +83,6 @@ class ExactIndex:
 class HnswIndex:
     """Approximate top-k by inner product over a FAISS HNSW graph of the item vectors; the scores
     returned are the exact inner products of the items found."""
-
-    kind = "ann"
 
     def __init__(self, item_vectors: np.ndarray, parameters: dict) -> None:
         self.faiss = faiss_module()
