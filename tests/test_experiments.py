@@ -325,7 +325,12 @@ def synthetic_fitmm_result(n_epochs: int = 6, n_bands: int = 3) -> dict:
                               for side in ("user", "item")},
         "gate_mean": {side: rng.uniform(0, 1, n_bands).tolist() for side in ("user", "item")},
         "band_weights": rng.normal(size=n_bands).tolist(),
-    } for _ in range(n_epochs)]
+        **({} if epoch == 0 else {  # the band allocation measures its SNR from the first epoch's end
+            "band_snr": rng.uniform(0, 500, n_bands).tolist(),
+            "band_snr_by_modality": {modality: rng.uniform(0, 200, n_bands).tolist()
+                                     for modality in ("id", "image", "text")},
+            "band_gain": rng.uniform(0, 1, n_bands).tolist()}),
+    } for epoch in range(n_epochs)]
     return {
         "model": "fitmm", "dataset": "ml100k", "seed": 999, "best_epoch": 4, "epochs_run": n_epochs,
         "valid": metrics, "test": metrics,
@@ -345,7 +350,10 @@ def test_report_draws_fitmm_diagnostics(tmp_path):
     (run / "result.json").write_text(json.dumps(synthetic_fitmm_result()))
     run_fitmm("report", str(run))
     assert_pictures(run / "report", ["loss.png", "validation.png", "diagnostics_band_energy_share.png",
-                                     "diagnostics_gate_mean.png", "diagnostics_band_weights.png"])
+                                     "diagnostics_gate_mean.png", "diagnostics_band_weights.png",
+                                     "diagnostics_band_snr.png", "diagnostics_band_snr_by_modality.png",
+                                     "diagnostics_band_gain.png"])
+    assert "Band SNR per epoch" in (run / "report" / "report.md").read_text()
     markdown = (run / "report" / "report.md").read_text()
     assert "| test | recall |" in markdown and "@50" in markdown
 

@@ -28,6 +28,10 @@ DIAGNOSTIC_TITLES = {  # key → (picture title, name of one entry of a list val
     "band_energy_share": ("Band energy share per epoch", "band"),
     "gate_mean": ("Mean gate per band per epoch", "band"),
     "band_weights": ("Band weights per epoch", "band"),
+    "open_bands": ("Open bands per epoch (1 open, 0 shut by the band allocation)", "band"),
+    "band_snr": ("Band SNR per epoch (band allocation, measured over the epoch)", "band"),
+    "band_snr_by_modality": ("Band SNR per modality per epoch", "band"),
+    "band_gain": ("Optimal band gain per epoch (band allocation)", "band"),
 }
 PANELS_PER_ROW = 3
 
