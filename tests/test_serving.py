@@ -125,6 +125,18 @@ def test_export_with_new_items_serves_them_by_their_content(run, tmp_path):
         assert similar["items"] == ["50"] and similar["similarities"][0] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_serving_an_export_loads_no_model_or_training_code(export):
+    probe = ("import sys\n"
+             "from fitmm.interfaces.cli import build_parser\n"
+             "from fitmm.serving.app import Limits, ServeConfig, create_app\n"
+             "build_parser()\n"
+             f"create_app(ServeConfig({str(export)!r}, 'ann', Limits()))\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('fitmm.models', 'fitmm.training'))))\n")
+    completed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
 # ----------------------------------------------------------------------------- answers
 def test_exact_index_answers_equal_fitmm_recommend(run, client, tmp_path):
     path = tmp_path / "recs.csv"
