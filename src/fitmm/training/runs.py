@@ -164,10 +164,6 @@ class TrainedRun:
     model: Recommender
     data_changed: str | None = None
 
-    @property
-    def config(self) -> dict:
-        return self.result["config"]
-
     @cached_property
     def _score(self):
         """The model's scorer at its best weights, built once: the weights of a loaded run never change."""
