@@ -13,7 +13,7 @@ PACKAGE = ROOT / "src" / "fitmm"
 
 # what each part may import from fitmm (besides itself); lower layers first
 ALLOWED = {
-    "errors": set(), "files": set(), "settings": {"errors"},
+    "errors": set(), "files": {"errors"}, "settings": {"errors"},
     "data": {"errors", "files", "features"}, "features": {"errors", "files"},
     "graph": {"errors"}, "evaluation": set(),
     "retrieval": {"data", "errors", "graph"},
