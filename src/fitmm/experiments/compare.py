@@ -19,10 +19,11 @@ import numpy as np
 from scipy import stats
 
 from fitmm.errors import InputError
+from fitmm.evaluation import metric_name
 from fitmm.experiments.summary import LEGACY_WARNING, format_settings
 from fitmm.files import read_json
 
-COMPARED_METRICS = ("recall@20", "ndcg@20")
+COMPARED_METRICS = (metric_name("recall", 20), metric_name("ndcg", 20))
 DEFAULT_ALPHA = 0.05
 
 

@@ -89,6 +89,8 @@ def _suite(args: argparse.Namespace) -> int:
 
 def add_experiment_commands(subparsers) -> None:
     """Add ``tune``, ``suite``, ``compare`` and ``report`` to the ``fitmm`` command's subparsers."""
+    from fitmm.experiments.compare import COMPARED_METRICS
+
     tune = subparsers.add_parser(
         "tune", help="hyperparameter search over seeds, selected on validation; writes OUT/summary.{json,md}")
     tune.add_argument("--model", default="fitmm", help="model name (see `fitmm models`); default fitmm")
@@ -122,8 +124,8 @@ def add_experiment_commands(subparsers) -> None:
         compare.add_argument(name, metavar=f"RUN_{side}",
                              help=f"side {side}: a run directory, a tune directory (its chosen configuration's "
                                   "seeds), or run directories of several seeds as DIR1,DIR2,...")
-    compare.add_argument("--metrics", default="recall@20,ndcg@20",
-                         help="comma-separated per-user test metrics to compare (default recall@20,ndcg@20)")
+    compare.add_argument("--metrics", default=",".join(COMPARED_METRICS),
+                         help=f"comma-separated per-user test metrics to compare (default {','.join(COMPARED_METRICS)})")
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     compare.set_defaults(func=_compare)
