@@ -21,9 +21,6 @@ from fitmm.data.dataset import Dataset, Modality
 from fitmm.errors import InputError
 from fitmm.graph.knn import neighbour_mean_weights
 
-NEW_ITEM_NEIGHBOURS = 10
-"""Default number of similar catalogue items a new item borrows its score from, per modality."""
-
 
 def new_item_weights(dataset: Dataset, new_items: dict[str, Modality], neighbours: int) -> torch.Tensor:
     """(new items × catalogue items) sparse weights that give each new item its borrowed score.

@@ -32,6 +32,9 @@ SPLIT_LABELS = {"train": TRAIN, "valid": VALID, "test": TEST}
 MODALITIES = ("image", "text")
 REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 ID_MAPPINGS = {"user": ("u_id_mapping.csv", "userID"), "item": ("i_id_mapping.csv", "itemID")}
+NEW_ITEM_NEIGHBOURS = 10
+"""Default number of similar catalogue items a new item borrows its score from, per modality
+(``fitmm.retrieval.new_item_weights``)."""
 
 
 @dataclass(frozen=True)

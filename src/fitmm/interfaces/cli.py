@@ -134,7 +134,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fitmm.retrieval import NEW_ITEM_NEIGHBOURS
+    from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS
 
     parser = OneLineParser(prog="fitmm", description="FITMM and multimodal recommendation baselines.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)

@@ -56,8 +56,10 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from fitmm.experiments import compare_groups, format_comparison, load_group
+    from fitmm.experiments.compare import COMPARED_METRICS
 
-    metrics = tuple(metric.strip() for metric in args.metrics.split(",") if metric.strip())
+    metrics = (COMPARED_METRICS if args.metrics is None
+               else tuple(metric.strip() for metric in args.metrics.split(",") if metric.strip()))
     comparison = compare_groups(load_group(args.run_a), load_group(args.run_b), metrics, args.alpha)
     print(json.dumps(comparison, indent=2, ensure_ascii=False) if args.json else format_comparison(comparison))
     return 0
@@ -89,8 +91,6 @@ def _suite(args: argparse.Namespace) -> int:
 
 def add_experiment_commands(subparsers) -> None:
     """Add ``tune``, ``suite``, ``compare`` and ``report`` to the ``fitmm`` command's subparsers."""
-    from fitmm.experiments.compare import COMPARED_METRICS
-
     tune = subparsers.add_parser(
         "tune", help="hyperparameter search over seeds, selected on validation; writes OUT/summary.{json,md}")
     tune.add_argument("--model", default="fitmm", help="model name (see `fitmm models`); default fitmm")
@@ -124,8 +124,8 @@ def add_experiment_commands(subparsers) -> None:
         compare.add_argument(name, metavar=f"RUN_{side}",
                              help=f"side {side}: a run directory, a tune directory (its chosen configuration's "
                                   "seeds), or run directories of several seeds as DIR1,DIR2,...")
-    compare.add_argument("--metrics", default=",".join(COMPARED_METRICS),
-                         help=f"comma-separated per-user test metrics to compare (default {','.join(COMPARED_METRICS)})")
+    compare.add_argument("--metrics",
+                         help="comma-separated per-user test metrics to compare (default: recall@20,ndcg@20)")
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     compare.add_argument("--json", action="store_true", help="print the comparison as JSON")
     compare.set_defaults(func=_compare)

@@ -93,7 +93,8 @@ def _serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="fitmm-serve-") as scratch:
         export = args.export
         if args.run is not None:
-            from fitmm.serving.export import DEFAULT_HNSW, export_run
+            from fitmm.serving import DEFAULT_HNSW
+            from fitmm.serving.export import export_run
             from fitmm.training.runs import load_run
 
             run = load_run(args.run, allow_data_change=args.allow_data_change)
@@ -128,8 +129,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_serving_commands(subparsers) -> None:
     """Add ``export`` and ``serve`` to the ``fitmm`` command's subparsers."""
-    from fitmm.retrieval import NEW_ITEM_NEIGHBOURS
-    from fitmm.serving.export import DEFAULT_HNSW
+    from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS
+    from fitmm.serving import DEFAULT_HNSW
 
     export = subparsers.add_parser(
         "export", help="write a run's user and item vectors, IDs and exclusions (and ANN parameters) to a folder",

@@ -34,10 +34,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from fitmm.data.dataset import NewItems
+from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS, NewItems
 from fitmm.errors import InputError
 from fitmm.files import atomic_write, write_json
-from fitmm.retrieval import NEW_ITEM_NEIGHBOURS, new_item_weights
+from fitmm.retrieval import new_item_weights
+from fitmm.serving import DEFAULT_HNSW
 from fitmm.serving.index import ExactIndex, HnswIndex, Retriever
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 
 FORMAT = 1
 MANIFEST = "manifest.json"
-DEFAULT_HNSW = {"M": 32, "ef_construction": 200, "ef_search": 256}
 RECALL_K, RECALL_SAMPLE = 20, 1000
 
 

@@ -26,12 +26,13 @@ import scipy.sparse as sp
 import torch
 
 from fitmm.data import Dataset, NewItems, load_dataset
+from fitmm.data.dataset import NEW_ITEM_NEIGHBOURS
 from fitmm.data.fingerprint import fingerprint_difference
 from fitmm.errors import InputError
 from fitmm.evaluation import EvaluationResult, excluded_splits, rank_excluding
 from fitmm.files import read_json, write_json
 from fitmm.models import Recommender, get_model_class
-from fitmm.retrieval import NEW_ITEM_NEIGHBOURS, fold_in, new_item_weights
+from fitmm.retrieval import fold_in, new_item_weights
 from fitmm.training.checkpoints import identity_difference, load_checkpoint, run_identity
 from fitmm.training.precision import check_precision
 from fitmm.training.settings import RunSettings, parse_overrides, resolve_settings
