@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_gpu_script_says_in_one_line_when_there_is_no_cuda_device():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the script would run the whole benchmark")
-    completed = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], capture_output=True, text=True)
+    completed = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], capture_output=True, text=True,
+                               env={**os.environ, "PYTHON": sys.executable})
     assert completed.returncode == 2 and completed.stderr.strip() == "benchmarks/gpu.sh: PyTorch sees no CUDA device here"
+
+
+def test_gpu_script_says_in_one_line_when_its_python_lacks_torch(tmp_path):
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = bare / "bin" / "python"
+    completed = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], capture_output=True, text=True,
+                               env={**os.environ, "PYTHON": str(python)})
+    assert completed.returncode == 2
+    assert completed.stderr.strip() == f"benchmarks/gpu.sh: {python} cannot import torch (install the project first)"
 
 
 def test_gpu_speed_runs_every_step_on_the_cpu_at_a_small_scale(tmp_path):
