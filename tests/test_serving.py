@@ -67,6 +67,7 @@ def test_export_holds_exact_score_vectors_ids_and_exclusions(run, export):
     loaded = load_export(export)
     users, items = run.score_vectors
     np.testing.assert_array_equal(loaded.user_vectors, users.numpy())
+    np.testing.assert_array_equal(loaded.item_vectors, items.numpy())
     with_model = run.model.scorer()(__import__("torch").arange(5)).detach().numpy()
     np.testing.assert_allclose(loaded.user_vectors[:5] @ loaded.item_vectors.T, with_model, rtol=1e-5, atol=1e-5)
     assert loaded.user_ids[:3].tolist() == ["1", "2", "3"]  # MovieLens IDs

@@ -175,7 +175,7 @@ def test_a_planted_pickle_never_runs(capsys, folder, tmp_path):
     for args in commands:
         code, _, err = cli(capsys, *args)
         assert code == 2 and "refused, it holds something other than tensors" in one_line_error(err), args
-    code, out, err = cli(capsys, "suite", str(suite), "--out", str(tmp_path / "suite"), "--quiet")
+    code, _, err = cli(capsys, "suite", str(suite), "--out", str(tmp_path / "suite"), "--quiet")
     assert code == 1 and "refused, it holds something other than tensors" in err and "Traceback" not in err
     assert not marker.exists()
 
