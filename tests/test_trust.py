@@ -256,7 +256,7 @@ def test_a_diverging_loss_stops_with_one_line_naming_epoch_and_term_and_keeps_la
 
 def test_ctrl_c_keeps_a_resumable_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "fitmm", "train", "--model", "lightgcn", "--out", str(out), "--epochs", "40",
+    command = [sys.executable, "-m", "fitmm", "train", "--model", "lightgcn", "--out", str(out), "--epochs", "10",
                "--quiet"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -269,7 +269,7 @@ def test_ctrl_c_keeps_a_resumable_checkpoint_and_resume_continues(tmp_path):
     assert err.strip().splitlines() == [err.strip()] and "--resume" in err and "Traceback" not in err
     saved = torch.load(out / "last.pt", weights_only=True)["epoch"]
     assert saved >= 2 and not (out / "result.json").exists()
-    resumed = subprocess.run(command[:-1] + ["--resume", "--quiet", "--epochs", "40"], capture_output=True, text=True)
+    resumed = subprocess.run(command[:-1] + ["--resume", "--quiet", "--epochs", "10"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in (out / "train.log").read_text()
     result = json.loads((out / "result.json").read_text())
