@@ -189,6 +189,40 @@ def test_new_user_from_items_is_folded_in(client, run):
     assert posted[0]["items"] == items[:3] and len(posted[1]["items"]) == 3
 
 
+def test_cli_recommends_for_new_users_from_a_file(client, run, tmp_path):
+    seeds = tmp_path / "new_users.csv"
+    seeds.write_text("user_id,item_id,when\nalice,50,2026-01-01\nalice,181,2026-01-02\nalice,100,2026-01-03\n"
+                     "bob,1,2026-02-01\n")
+    out = tmp_path / "recs.csv"
+    completed = fitmm_cli("recommend", "--run", str(run.directory), "--new-users", str(seeds), "--k", "10",
+                          "--out", str(out))
+    assert completed.returncode == 0, completed.stderr
+    assert "for 2 new users of" in completed.stdout
+    written: dict[str, list[str]] = {}
+    with out.open() as handle:
+        for row in csv.DictReader(handle):
+            written.setdefault(row["user_id"], []).append(row["item_id"])
+    served = client.post("/recommend", json={"items": [["50", "181", "100"], ["1"]], "k": 10}).json()
+    assert written == {"alice": served["recommendations"][0]["items"], "bob": served["recommendations"][1]["items"]}
+    assert not set(written["alice"]) & {"50", "181", "100"} and "1" not in written["bob"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("user,item\nalice,50\n", "needs the columns user_id and item_id (missing item_id, user_id)"),
+    ("user_id,item_id\nalice,\n", "line 2: empty user_id or item_id"),
+    ("user_id,item_id\n", "no rows"),
+    ("user_id,item_id\nalice,no-such-movie\n", "no-such-movie"),
+    (b"user_id,item_id\nalice,5\xff0\n", "not UTF-8 text"),
+])
+def test_cli_new_users_file_errors_are_one_line(run, tmp_path, content, message):
+    seeds = tmp_path / "new_users.csv"
+    seeds.write_bytes(content if isinstance(content, bytes) else content.encode())
+    completed = fitmm_cli("recommend", "--run", str(run.directory), "--new-users", str(seeds), "--out",
+                          str(tmp_path / "recs.csv"))
+    assert completed.returncode == 2 and message in completed.stderr
+    assert len(completed.stderr.strip().splitlines()) == 1 and not (tmp_path / "recs.csv").exists()
+
+
 def test_similar_items(client):
     answer = client.get("/similar-items", params={"item": "50", "k": 5}).json()
     assert answer["item"] == "50" and len(answer["items"]) == 5 and "50" not in answer["items"]

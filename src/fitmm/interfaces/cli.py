@@ -67,16 +67,22 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _recommend(args: argparse.Namespace) -> int:
     from fitmm.data import load_new_items
+    from fitmm.data.new_users import read_new_users
     from fitmm.training.runs import load_run
 
     run = load_run(args.run, allow_data_change=args.allow_data_change)
     _print_data_change(run)
     new_items = None if args.new_items is None else load_new_items(args.new_items)
-    n_users, n_short = run.write_recommendations(args.split, args.k, args.out, internal_ids=args.ids == "internal",
-                                                 new_items=new_items, neighbours=args.neighbours)
+    options = {"internal_ids": args.ids == "internal", "new_items": new_items, "neighbours": args.neighbours}
+    if args.new_users is None:
+        n_users, n_short = run.write_recommendations(args.split, args.k, args.out, **options)
+        whom = f"users of the {args.split} split"
+    else:
+        users = read_new_users(args.new_users)
+        n_users, n_short = run.write_new_user_recommendations(users, args.k, args.out, **options)
+        whom = f"new users of {args.new_users}"
     joined = "" if new_items is None else f", {new_items.count} new items ranked in"
-    print(f"top-{args.k} recommendations for {n_users} users of the {args.split} split ({args.ids} IDs) written to "
-          f"{args.out}{joined}")
+    print(f"top-{args.k} recommendations for {n_users} {whom} ({args.ids} IDs) written to {args.out}{joined}")
     if n_short:
         print(f"note: {n_short} of them have fewer than {args.k} items left after their exclusions, so their lists "
               "are shorter")
@@ -167,8 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     recommend = commands.add_parser("recommend", help="write top-K recommendations of a saved run as CSV")
     run_arguments(recommend)
     recommend.add_argument("--k", type=int, default=20, help="list length (default 20)")
-    recommend.add_argument("--split", choices=("valid", "test"), default="test",
-                           help="recommend for the evaluated users of this split")
+    whom = recommend.add_mutually_exclusive_group()
+    whom.add_argument("--split", choices=("valid", "test"), default="test",
+                      help="recommend for the evaluated users of this split (default test)")
+    whom.add_argument("--new-users", metavar="FILE",
+                      help="CSV with the columns user_id and item_id: users absent from training and the items "
+                           "they interacted with, one row per item; each is folded in through the model's item "
+                           "vectors (the mean of their items' vectors) and never gets those items back")
     recommend.add_argument("--out", required=True, help="CSV file: user_id,item_id,rank,score")
     recommend.add_argument("--ids", choices=("raw", "internal"), default="raw",
                            help="raw: the catalogue's own IDs (from the dataset's ID mappings; default); "

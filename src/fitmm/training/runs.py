@@ -17,7 +17,7 @@ import csv
 import logging
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -278,18 +278,36 @@ class TrainedRun:
         labels = users if internal_ids else self.dataset.raw_ids("user")[users]
         lists = self.recommend(labels, k, exclude=exclude, internal_ids=internal_ids, new_items=new_items,
                                neighbours=neighbours)
-        path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["user_id", "item_id", "rank", "score"])
-                for ranked in lists:
-                    for rank, (item, value) in enumerate(zip(ranked.items, ranked.scores), start=1):
-                        writer.writerow([ranked.user, item, rank, repr(float(value))])
-        except OSError as error:
-            raise InputError(f"--out {path}: cannot write ({error.strerror})") from None
+        _write_csv(lists, path)
         return len(lists), sum(len(ranked.items) < k for ranked in lists)
+
+    def write_new_user_recommendations(self, users: dict[str, list], k: int, path: str | Path, *,
+                                       internal_ids: bool = False, new_items: NewItems | None = None,
+                                       neighbours: int = NEW_ITEM_NEIGHBOURS) -> tuple[int, int]:
+        """The top-k of users absent from training, ``{user label: their item IDs}`` (see
+        ``fitmm.data.new_users``), folded in as in :meth:`recommend`, as the same CSV as
+        :meth:`write_recommendations` under the users' own labels. Returns the number of users and
+        how many of them got fewer than k items."""
+        lists = self.recommend(k=k, items=list(users.values()), internal_ids=internal_ids, new_items=new_items,
+                               neighbours=neighbours)
+        lists = [replace(ranked, user=label) for label, ranked in zip(users, lists)]
+        _write_csv(lists, path)
+        return len(lists), sum(len(ranked.items) < k for ranked in lists)
+
+
+def _write_csv(lists: list[Recommendation], path: str | Path) -> None:
+    """Ranked lists as CSV ``user_id,item_id,rank,score``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["user_id", "item_id", "rank", "score"])
+            for ranked in lists:
+                for rank, (item, value) in enumerate(zip(ranked.items, ranked.scores), start=1):
+                    writer.writerow([ranked.user, item, rank, repr(float(value))])
+    except OSError as error:
+        raise InputError(f"--out {path}: cannot write ({error.strerror})") from None
 
 
 def _seed_matrix(seeds: list[np.ndarray], n_items: int) -> sp.csr_matrix:
