@@ -11,8 +11,9 @@ product there; on a GPU they follow autocast). Scoring for evaluation, recommend
 stays fp32 (``TrainedRun`` and the evaluator never autocast): bf16 scores reorder near-ties and
 move full-ranking metrics by more than 1e-4.
 
-Native bf16 means AVX-512 BF16 or AMX on an x86 CPU (read from ``/proc/cpuinfo``), or a CUDA
-device that reports bf16 support; elsewhere bf16 would be emulated and slower, so it is refused.
+Native bf16 means AVX-512 BF16 or AMX on an x86 CPU (read from ``/proc/cpuinfo``), or a GPU with
+bf16 tensor cores (CUDA compute capability 8.0 or later, or ROCm); elsewhere bf16 would be emulated
+and slower, so it is refused.
 """
 
 from __future__ import annotations
@@ -40,12 +41,20 @@ def cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(flag for flag in CPU_BF16_FLAGS if flag in flags)
 
 
+def cuda_bf16_native() -> bool:
+    """Whether the current GPU has bf16 tensor cores. ``torch.cuda.is_bf16_supported()`` is not the test:
+    by default it also says yes where bf16 is only emulated (compute capability below 8.0)."""
+    if not torch.cuda.is_available():
+        return False
+    return torch.version.hip is not None or torch.cuda.get_device_capability()[0] >= 8
+
+
 def check_precision(precision: str, device: str) -> None:
     """Refuse bf16 in one line where ``device`` has no native bf16."""
     if precision != "bf16":
         return
     if device == "cuda":
-        if not torch.cuda.is_bf16_supported():
+        if not cuda_bf16_native():
             raise InputError("setting precision='bf16': this GPU has no native bf16; use precision=fp32")
     elif not cpu_bf16_flags():
         raise InputError("setting precision='bf16': this CPU has no native bf16 (AVX-512 BF16 or AMX), where bf16 "
