@@ -61,8 +61,9 @@ def available_content(dataset: Dataset, model: str) -> dict[str, tuple[torch.Ten
 
 
 def content_knn_graph(features: torch.Tensor, mask: torch.Tensor, k: int, *, weighting: str,
-                      mask_placeholders: bool, model: str, modality: str) -> torch.Tensor:
-    """``knn_graph`` of one modality's raw features, with ``k`` checked against the content rows.
+                      mask_placeholders: bool, model: str, modality: str, nodes: str = "items") -> torch.Tensor:
+    """``knn_graph`` of one modality's content rows (of items, or of ``nodes`` such as users' content
+    profiles), with ``k`` checked against the number of rows with content: a one-line InputError.
 
     ``mask_placeholders``: placeholder rows get only a self-loop and are nobody's neighbour
     (project decision, docs/baselines.md §1.6); False treats them as content, as the references do.
@@ -70,5 +71,5 @@ def content_knn_graph(features: torch.Tensor, mask: torch.Tensor, k: int, *, wei
     n_content = int(mask.sum()) if mask_placeholders else mask.numel()
     if not 1 <= k <= n_content:
         raise InputError(f"model '{model}': the {modality} kNN size {k} must be between 1 and the "
-                         f"{n_content} items with {modality} content")
+                         f"{n_content} {nodes} with {modality} content")
     return knn_graph(features, k, mask=mask if mask_placeholders else None, weighting=weighting)

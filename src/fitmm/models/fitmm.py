@@ -46,12 +46,12 @@ from torch import nn
 from fitmm.data.dataset import Dataset
 from fitmm.errors import InputError
 from fitmm.graph.adjacency import layer_sum, scipy_to_torch, sparse_mm, sparse_transpose, symmetric_normalized, to_csr
-from fitmm.graph.knn import knn_graph, mix_graphs
+from fitmm.graph.knn import mix_graphs
 from fitmm.graph.precision import in_fp32
 from fitmm.graph.spectral import band_bases, band_energies, band_pieces, modality_grams, weighted_band_sum
 from fitmm.models.band_allocation import SNR_SCALES, BandAllocation, GateSurrogate
 from fitmm.models.base import Recommender, xavier_uniform_table
-from fitmm.models.content import content_features, register_features
+from fitmm.models.content import content_features, content_knn_graph, register_features
 from fitmm.models.losses import batch_uniformity, bpr_loss
 from fitmm.models.registry import register
 from fitmm.settings import setting
@@ -62,10 +62,11 @@ CONTENT_MODALITIES = ("image", "text")
 
 
 def _content_graph(features: dict[str, tuple[torch.Tensor, torch.Tensor]], k: int, image_weight: float,
-                   mask_placeholders: bool) -> torch.Tensor:
+                   mask_placeholders: bool, nodes: str) -> torch.Tensor:
     """S = λ·S_image + (1−λ)·S_text over the content modalities present (either alone if only one)."""
     graphs = {
-        name: knn_graph(table, k, mask=mask if mask_placeholders else None, weighting="binary")
+        name: content_knn_graph(table, mask, k, weighting="binary", mask_placeholders=mask_placeholders,
+                                model="fitmm", modality=name, nodes=nodes)
         for name, (table, mask) in features.items()
     }
     if len(graphs) == 2:
@@ -239,13 +240,14 @@ class FITMM(Recommender):
         if settings.item_graph and not content:
             log.warning("fitmm: no content features, so no item–item graph")
         if self.use_item_graph:
-            graph = _content_graph(content, settings.knn_k, settings.image_weight, settings.mask_placeholders)
+            graph = _content_graph(content, settings.knn_k, settings.image_weight, settings.mask_placeholders, "items")
             self.register_buffer("item_graph", graph, persistent=False)
             self.register_buffer("item_graph_t", sparse_transpose(graph), persistent=False)
         self.use_user_graph = settings.user_graph_k > 0 and bool(content)
         if self.use_user_graph:
             profiles = self._user_profiles(dataset, content, settings.mask_placeholders)
-            graph = _content_graph(profiles, settings.user_graph_k, settings.image_weight, settings.mask_placeholders)
+            graph = _content_graph(profiles, settings.user_graph_k, settings.image_weight, settings.mask_placeholders,
+                                   "users")
             self.register_buffer("user_graph", graph, persistent=False)
             self.register_buffer("user_graph_t", sparse_transpose(graph), persistent=False)
 
