@@ -4,6 +4,7 @@ the same summary), training and tunes that survive SIGKILL, paired significance 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from scipy import stats
 
 from fitmm.errors import InputError, MissingExtraError
 from fitmm.experiments import RayBackend, compare_groups, load_group, tune, write_report
+from fitmm.experiments.backends import in_own_process
 from fitmm.experiments.tune import LEGACY_WARNING, configuration_id, grid_points, parse_grid
 
 GRID = ("--grid", "n_layers=1,2", "--grid", "reg_weight=1e-4,1e-3")
@@ -88,7 +90,7 @@ class TuneOutput:
 
 @pytest.fixture(scope="module")
 def pool_tune(tmp_path_factory) -> TuneOutput:
-    """The 2×2 grid × 3 seeds tune of LightGCN, on a pool of 2 local processes."""
+    """The 2×2 grid × 3 seeds tune of LightGCN, 2 at a time in local processes."""
     out = tmp_path_factory.mktemp("tune") / "pool"
     completed = run_fitmm(*TUNE, *GRID, "--seeds", ",".join(map(str, SEEDS)), "--workers", "2", "--out", str(out))
     return TuneOutput(out, completed.stdout, (out / "summary.json").read_text(), (out / "summary.md").read_text())
@@ -161,6 +163,14 @@ def test_ray_backend_gives_the_same_summary_as_the_process_pool(pool_tune, tmp_p
     assert "12 trials run on Ray tasks" in completed.stdout
     assert (out / "summary.json").read_text() == pool_tune.summary_json
     assert (out / "summary.md").read_text() == pool_tune.summary_md
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_symlink(), reason="reads the process ID from /proc/self")
+def test_every_trial_process_is_new_and_passes_errors_back():
+    pids = [in_own_process(os.readlink, "/proc/self") for _ in range(2)]
+    assert len({*pids, str(os.getpid())}) == 3
+    with pytest.raises(ValueError, match="invalid literal"):
+        in_own_process(int, "not a number")
 
 
 def test_ray_backend_without_ray_names_the_extra(monkeypatch):

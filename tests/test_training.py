@@ -7,12 +7,14 @@ import json
 import subprocess
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fitmm
 from fitmm.training.runs import load_run
+from fitmm.training.trainer import peak_rss_mb
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,15 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert texts[0] == texts[1]
     other = fitmm.train("mf", "ml100k", tmp_path / "other", epochs=3, seed=1, progress=False)
     assert other["valid"] != results[0]["valid"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="peak RSS restarts per run on Linux only")
+def test_peak_rss_is_the_runs_own_not_the_process_s(tmp_path):
+    ballast = np.ones(2**26)  # 512 MiB, written, so resident
+    ballast_peak = peak_rss_mb()
+    del ballast
+    result = fitmm.train("mf", "ml100k", tmp_path / "run", epochs=1, progress=False)
+    assert result["peak_rss_mb"] < ballast_peak - 256
 
 
 def test_cli_train_writes_result(tmp_path):

@@ -109,7 +109,7 @@ def add_experiment_commands(subparsers) -> None:
                       help="fix one setting for every trial (repeatable)")
     where = tune.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=1,
-                       help="trials run at once in local processes (default 1: in this process)")
+                       help="trials run at once, each in a new local process (default 1: in this process)")
     where.add_argument("--ray-address", metavar="auto|HOST:PORT",
                        help="run the trials as tasks on this Ray cluster (needs the extra fitmm[ray])")
     tune.add_argument("--legacy-test-selection", action="store_true",
@@ -141,7 +141,8 @@ def add_experiment_commands(subparsers) -> None:
     suite.add_argument("--out", required=True, help="suite directory; trials go to OUT/trials/<variant>-seed<seed>/")
     suite.add_argument("--page", help="Markdown table to write (default OUT/summary.md)")
     where = suite.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive_int, default=1, help="local worker processes (default 1)")
+    where.add_argument("--workers", type=_positive_int, default=1,
+                       help="trials run at once, each in a new local process (default 1: in this process)")
     where.add_argument("--ray-address", metavar="auto|HOST:PORT", help="run the trials on this Ray cluster")
     suite.add_argument("--table-only", action="store_true",
                        help="train nothing: tabulate the trials finished so far (e.g. while the suite runs)")

@@ -36,7 +36,7 @@ from fitmm.retrieval import fold_in, new_item_weights
 from fitmm.training.checkpoints import identity_difference, load_checkpoint, run_identity
 from fitmm.training.precision import check_precision
 from fitmm.training.settings import RunSettings, parse_overrides, resolve_settings
-from fitmm.training.trainer import Trainer, evaluate_model, seed_everything
+from fitmm.training.trainer import Trainer, evaluate_model, reset_peak_rss, seed_everything
 
 log = logging.getLogger("fitmm.training")
 
@@ -119,6 +119,7 @@ def train(
     """
     if resume and overwrite:
         raise InputError("--resume and --overwrite exclude each other: continue the run or replace it")
+    reset_peak_rss()  # result.json's peak RSS is this run's, not that of runs before it in this process
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides or {})

@@ -17,11 +17,13 @@ another run is never mistaken for this one's.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import random
+import re
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -50,9 +52,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reset_peak_rss() -> None:
+    """Restart the count of :func:`peak_rss_mb` from the current resident set size, where the system
+    allows it (Linux 4.0 and later), so that a run trained after others in one process reports its
+    own peak; elsewhere the peak stays the process's."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mb() -> float:
-    """The process's peak resident set size so far, in MB (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """Peak resident set size in MB: since the last :func:`reset_peak_rss` on Linux, else of the process."""
+    with contextlib.suppress(OSError):
+        status = Path("/proc/self/status").read_text()
+        return int(re.search(r"^VmHWM:\s*(\d+) kB", status, re.MULTILINE).group(1)) / 1024.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS reports bytes, others KiB
     return peak / 1024.0 / (1024.0 if os.uname().sysname == "Darwin" else 1.0)
 
 
