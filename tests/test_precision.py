@@ -11,6 +11,7 @@ import torch
 
 from fitmm.errors import InputError
 from fitmm.interfaces.cli import main
+from fitmm.models import base
 from fitmm.training import precision
 from fitmm.training.trainer import Trainer
 
@@ -92,3 +93,31 @@ def test_a_model_without_dense_products_trains_identically_in_both_precisions(ca
     assert results["fp32"]["config"]["precision"] == "fp32"
     assert results["bf16"]["test"] == results["fp32"]["test"]
     assert results["bf16"]["history"] == results["fp32"]["history"]
+
+
+@pytest.mark.parametrize("ids", [[5, 3, 5, 9], list(range(64)), list(range(0, 300, 2)) * 2, [7]])
+def test_batch_rows_pad_the_distinct_ids_to_a_multiple_of_64_under_autocast_only(ids):
+    ids = torch.tensor(ids)
+    expected = torch.unique(ids)
+    distinct, positions = base.batch_rows(ids)
+    assert torch.equal(distinct, expected) and torch.equal(distinct[positions], ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        padded, padded_positions = base.batch_rows(ids)
+    assert padded.numel() % base.AUTOCAST_ROW_MULTIPLE == 0 and padded.numel() - expected.numel() < 64
+    assert torch.equal(padded[: expected.numel()], expected) and set(padded.tolist()) == set(expected.tolist())
+    assert torch.equal(padded_positions, positions)
+
+
+@pytest.mark.skipif(not NATIVE_CPU_BF16, reason="this CPU has no native bf16")
+@pytest.mark.parametrize(("model", "settings"), [("fitmm", ["knn_k=3"]), ("freedom", ["knn_k=3"]), ("vbpr", [])])
+def test_padded_batch_rows_change_no_bf16_training_result(monkeypatch, capsys, small_folder, tmp_path, model, settings):
+    """The padding rows are computed and never read: a bf16 run gives the same losses, validation
+    scores and test metrics with and without them."""
+    results = {}
+    for multiple in (1, base.AUTOCAST_ROW_MULTIPLE):
+        monkeypatch.setattr(base, "AUTOCAST_ROW_MULTIPLE", multiple)
+        code, err = train(capsys, small_folder, tmp_path / str(multiple), model, "precision=bf16", *settings)
+        assert code == 0, err
+        results[multiple] = json.loads((tmp_path / str(multiple) / "result.json").read_text())
+    unpadded, padded = results.values()
+    assert padded["history"] == unpadded["history"] and padded["test"] == unpadded["test"]

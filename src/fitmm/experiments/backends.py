@@ -138,7 +138,7 @@ def in_own_process(function: Callable[[T], R], argument: T) -> R:
     """``function(argument)`` in a new process (started with 'spawn') that ends with it.
 
     A trial in a process of its own inherits nothing from the trials before it: neither their
-    caches (oneDNN keeps a compiled kernel per bf16 matrix shape, over a gigabyte after a bf16 training) nor
+    caches (oneDNN keeps a compiled kernel for every bf16 matrix shape it has met) nor
     their peak RSS.
     """
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),

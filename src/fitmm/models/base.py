@@ -13,6 +13,8 @@ from fitmm.data.dataset import Dataset
 
 ScoreFunction = Callable[[torch.Tensor], torch.Tensor]
 
+AUTOCAST_ROW_MULTIPLE = 64
+
 
 class Recommender(nn.Module):
     """Base class of the models in the registry.
@@ -83,3 +85,17 @@ def xavier_uniform_table(rows: int, width: int) -> nn.Parameter:
     (ID embedding tables, LGMRec's bias-free projections)."""
     return nn.Parameter(nn.init.xavier_uniform_(torch.empty(rows, width)))
 
+
+def batch_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values of ``ids`` (sorted) and, for each of ``ids``, its position among them.
+
+    Under autocast the distinct values are padded to a multiple of ``AUTOCAST_ROW_MULTIPLE`` by
+    repeating the first, rows that no position points to. A model that computes only its batch's
+    distinct rows then multiplies matrices of a few shapes instead of a new shape per batch; on the
+    CPU, oneDNN compiles and keeps a bf16 kernel for every shape it meets, and with a new one per
+    batch its cache grew by about a gigabyte in eight bf16 epochs of FITMM on ml100k.
+    """
+    distinct, positions = torch.unique(ids, return_inverse=True)
+    if torch.is_autocast_enabled(ids.device.type):
+        distinct = torch.cat([distinct, distinct[:1].expand(-distinct.numel() % AUTOCAST_ROW_MULTIPLE)])
+    return distinct, positions

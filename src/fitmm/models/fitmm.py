@@ -50,7 +50,7 @@ from fitmm.graph.knn import mix_graphs
 from fitmm.graph.precision import in_fp32
 from fitmm.graph.spectral import band_bases, band_energies, band_pieces, modality_grams, weighted_band_sum
 from fitmm.models.band_allocation import SNR_SCALES, BandAllocation, GateSurrogate
-from fitmm.models.base import Recommender, xavier_uniform_table
+from fitmm.models.base import Recommender, batch_rows, xavier_uniform_table
 from fitmm.models.content import content_features, content_knn_graph, register_features
 from fitmm.models.losses import batch_uniformity, bpr_loss
 from fitmm.models.registry import register
@@ -378,8 +378,8 @@ class FITMM(Recommender):
     # ------------------------------------------------------------------ losses
     def loss(self, users, positives, negatives):
         """The losses of a batch, computed on its distinct users and items only."""
-        user_rows, users = torch.unique(users, return_inverse=True)
-        item_rows, items = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
+        user_rows, users = batch_rows(users)
+        item_rows, items = batch_rows(torch.cat([positives, negatives]))
         positives, negatives = items.split(positives.numel())
         sides = self._sides(user_rows, item_rows, with_bands=self.needs_bands)
         u = sides.user.final.index_select(0, users)

@@ -39,7 +39,7 @@ from torch import nn
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, sparse_mm, symmetric_normalized
 from fitmm.graph.knn import mix_graphs
-from fitmm.models.base import Recommender, xavier_uniform_table
+from fitmm.models.base import Recommender, batch_rows, xavier_uniform_table
 from fitmm.models.content import available_content, content_knn_graph, register_features
 from fitmm.models.losses import bpr_loss
 from fitmm.models.registry import register
@@ -142,7 +142,7 @@ class FREEDOM(Recommender):
         user_final, item_final = self.propagate(self.training_adjacency)
         u, p, n = user_final[users], item_final[positives], item_final[negatives]
         parts = {"bpr": bpr_loss((u * p).sum(1), (u * n).sum(1))}
-        batch_items, rows = torch.cat([positives, negatives]).unique(return_inverse=True)
+        batch_items, rows = batch_rows(torch.cat([positives, negatives]))
         for modality in self.modalities:
             content_p, content_n = self.projected_content(modality, batch_items)[rows].split(users.shape[0])
             parts[f"bpr_{modality}"] = bpr_loss((u * content_p).sum(1), (u * content_n).sum(1))

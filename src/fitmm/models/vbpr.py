@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from fitmm.data.dataset import Dataset
-from fitmm.models.base import Recommender
+from fitmm.models.base import Recommender, batch_rows
 from fitmm.models.content import available_content, register_features
 from fitmm.models.losses import bpr_loss_eps, plain_norms
 from fitmm.models.registry import register
@@ -76,7 +76,7 @@ class VBPR(Recommender):
 
     def loss(self, users, positives, negatives):
         u = self.user_factors[users]
-        batch_items, rows = torch.cat([positives, negatives]).unique(return_inverse=True)
+        batch_items, rows = batch_rows(torch.cat([positives, negatives]))
         p, n = self.item_vectors(batch_items)[rows].split(users.shape[0])
         ranking = bpr_loss_eps((u * p).sum(1), (u * n).sum(1))
         regulariser = self.reg_weight * plain_norms(u, p, n, divisor=users.shape[0])
