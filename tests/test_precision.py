@@ -109,7 +109,9 @@ def test_batch_rows_pad_the_distinct_ids_to_a_multiple_of_64_under_autocast_only
 
 
 @pytest.mark.skipif(not NATIVE_CPU_BF16, reason="this CPU has no native bf16")
-@pytest.mark.parametrize(("model", "settings"), [("fitmm", ["knn_k=3"]), ("freedom", ["knn_k=3"]), ("vbpr", [])])
+@pytest.mark.parametrize(
+    ("model", "settings"), [("fitmm", ["knn_k=3"]), ("freedom", ["knn_k=3"]), ("vbpr", []), ("bm3", [])]
+)
 def test_padded_batch_rows_change_no_bf16_training_result(monkeypatch, capsys, small_folder, tmp_path, model, settings):
     """The padding rows are computed and never read: a bf16 run gives the same losses, validation
     scores and test metrics with and without them."""

@@ -86,16 +86,23 @@ def xavier_uniform_table(rows: int, width: int) -> nn.Parameter:
     return nn.Parameter(nn.init.xavier_uniform_(torch.empty(rows, width)))
 
 
-def batch_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The distinct values of ``ids`` (sorted) and, for each of ``ids``, its position among them.
+def padded_for_autocast(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` (distinct row ids), padded under autocast to a multiple of ``AUTOCAST_ROW_MULTIPLE``
+    by repeating the first; unchanged outside autocast.
 
-    Under autocast the distinct values are padded to a multiple of ``AUTOCAST_ROW_MULTIPLE`` by
-    repeating the first, rows that no position points to. A model that computes only its batch's
-    distinct rows then multiplies matrices of a few shapes instead of a new shape per batch; on the
-    CPU, oneDNN compiles and keeps a bf16 kernel for every shape it meets, and with a new one per
-    batch its cache grew by about a gigabyte in eight bf16 epochs of FITMM on ml100k.
+    A model that computes only its batch's distinct rows then multiplies matrices of a few shapes
+    instead of a new shape per batch; on the CPU, oneDNN compiles and keeps a bf16 kernel for every
+    shape it meets, and with a new one per batch its cache grew by about a gigabyte in eight bf16
+    epochs of FITMM on ml100k. The padding rows come after the real ones, so positions into
+    ``rows`` stay valid and no padding row is ever read.
     """
+    if not torch.is_autocast_enabled(rows.device.type):
+        return rows
+    return torch.cat([rows, rows[:1].expand(-rows.numel() % AUTOCAST_ROW_MULTIPLE)])
+
+
+def batch_rows(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct values of ``ids`` (sorted, padded under autocast by ``padded_for_autocast``)
+    and, for each of ``ids``, its position among them."""
     distinct, positions = torch.unique(ids, return_inverse=True)
-    if torch.is_autocast_enabled(ids.device.type):
-        distinct = torch.cat([distinct, distinct[:1].expand(-distinct.numel() % AUTOCAST_ROW_MULTIPLE)])
-    return distinct, positions
+    return padded_for_autocast(distinct), positions

@@ -23,7 +23,9 @@ switch; placeholder rows are the mean of the real rows (``fitmm.models.content``
 
 Work per batch: only the batch's distinct users and items are passed through the predictor, the
 projections and the dropout (the reference does all rows, then indexes; duplicates in a batch
-share one dropout mask in both).
+share one dropout mask in both). Under autocast the predictor's and the projections' inputs are
+padded to a multiple of 64 rows (``base.padded_for_autocast``), while the dropout sees only the
+distinct rows, so it draws exactly what it draws in fp32.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch import nn
 from fitmm.data.dataset import Dataset
 from fitmm.graph.adjacency import layer_mean, scipy_to_torch, symmetric_normalized
 from fitmm.graph.precision import in_fp32
-from fitmm.models.base import Recommender, xavier_uniform_table
+from fitmm.models.base import Recommender, padded_for_autocast, xavier_uniform_table
 from fitmm.models.content import available_content, register_features
 from fitmm.models.losses import plain_norms
 from fitmm.models.registry import register
@@ -98,18 +100,20 @@ class BM3(Recommender):
         user_online, item_online = self.online()
         batch_users, user_rows = users.unique(return_inverse=True)
         batch_items, item_rows = positives.unique(return_inverse=True)
+        predicted_users, predicted_items = padded_for_autocast(batch_users), padded_for_autocast(batch_items)
         user_target = self.target_view(user_online[batch_users])[user_rows]
         item_target = self.target_view(item_online[batch_items])[item_rows]
         parts = {
-            "user_item": alignment_loss(self.predictor(user_online[batch_users])[user_rows], item_target),
-            "item_user": alignment_loss(self.predictor(item_online[batch_items])[item_rows], user_target),
+            "user_item": alignment_loss(self.predictor(user_online[predicted_users])[user_rows], item_target),
+            "item_user": alignment_loss(self.predictor(item_online[predicted_items])[item_rows], user_target),
             "reg": self.reg_weight * plain_norms(user_online, item_online, divisor=self.n_items),
         }
         for modality in self.modalities:
-            projected = self.projections[modality](getattr(self, f"{modality}_features")[batch_items])
+            projected = self.projections[modality](getattr(self, f"{modality}_features")[predicted_items])
             predicted = self.predictor(projected)[item_rows]
+            own_target = self.target_view(projected[: batch_items.numel()])[item_rows]
             parts[f"{modality}_item"] = alignment_loss(predicted, item_target)
-            parts[f"{modality}_{modality}"] = alignment_loss(predicted, self.target_view(projected)[item_rows])
+            parts[f"{modality}_{modality}"] = alignment_loss(predicted, own_target)
         content = sum(parts[f"{m}_item"] + parts[f"{m}_{m}"] for m in self.modalities)
         total = parts["user_item"] + parts["item_user"] + parts["reg"] + self.cl_weight * content
         return {"loss": total, **parts}
