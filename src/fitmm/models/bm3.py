@@ -100,16 +100,16 @@ class BM3(Recommender):
         user_online, item_online = self.online()
         batch_users, user_rows = users.unique(return_inverse=True)
         batch_items, item_rows = positives.unique(return_inverse=True)
-        predicted_users, predicted_items = padded_for_autocast(batch_users), padded_for_autocast(batch_items)
+        padded_users, padded_items = padded_for_autocast(batch_users), padded_for_autocast(batch_items)
         user_target = self.target_view(user_online[batch_users])[user_rows]
         item_target = self.target_view(item_online[batch_items])[item_rows]
         parts = {
-            "user_item": alignment_loss(self.predictor(user_online[predicted_users])[user_rows], item_target),
-            "item_user": alignment_loss(self.predictor(item_online[predicted_items])[item_rows], user_target),
+            "user_item": alignment_loss(self.predictor(user_online[padded_users])[user_rows], item_target),
+            "item_user": alignment_loss(self.predictor(item_online[padded_items])[item_rows], user_target),
             "reg": self.reg_weight * plain_norms(user_online, item_online, divisor=self.n_items),
         }
         for modality in self.modalities:
-            projected = self.projections[modality](getattr(self, f"{modality}_features")[predicted_items])
+            projected = self.projections[modality](getattr(self, f"{modality}_features")[padded_items])
             predicted = self.predictor(projected)[item_rows]
             own_target = self.target_view(projected[: batch_items.numel()])[item_rows]
             parts[f"{modality}_item"] = alignment_loss(predicted, item_target)
